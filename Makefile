@@ -1,0 +1,33 @@
+# Two commands from a fresh clone: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+## Start PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL are set),
+## migrate, seed the demo and run web + beat + worker in the foreground.
+run: install
+	$(BIN)/python -m config.devstack run
+
+## The whole suite, lint and migration checks included.
+test: install
+	$(BIN)/python -m config.devstack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python -m config.devstack exec -- $(BIN)/python manage.py bench_onboarding --tenants 20
+
+clean:
+	rm -rf $(VENV) .local

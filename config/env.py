@@ -1,0 +1,118 @@
+"""Typed readers for settings that come from the environment.
+
+Every reader fails loudly: a value that cannot be converted raises
+ImproperlyConfigured naming the variable, so a typo in a deployment stops the
+process at start-up instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value
+
+
+def env_secret(name: str, default: str | None = None) -> str | None:
+    """Read NAME, or the contents of the file named by NAME_FILE (Docker/systemd secrets)."""
+    path = env_str(f"{name}_FILE")
+    if path is not None and env_str(name) is not None:
+        raise ImproperlyConfigured(f"Set either {name} or {name}_FILE, not both.")
+    if path is None:
+        return env_str(name, default)
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}_FILE={path!r} cannot be read: {exc}") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}.")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}.") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {number}.")
+    return number
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = env_str(name)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def database_config(url: str, *, name: str = "DATABASE_URL") -> dict[str, object]:
+    """Turn postgres://user:pass@host:port/db?host=/socket/dir into a DATABASES entry."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
+        raise ImproperlyConfigured(
+            f"{name} must be a postgres:// URL, got scheme {parts.scheme!r}."
+        )
+    query = parse_qs(parts.query)
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise ImproperlyConfigured(f"{name} must name a database, e.g. postgres://host/app.")
+    host = query.pop("host", [parts.hostname or ""])[0]
+    options = {key: values[-1] for key, values in query.items()}
+    return {
+        "NAME": database,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(parts.port or ""),
+        "OPTIONS": options,
+    }
+
+
+@dataclass(frozen=True)
+class RedisUrls:
+    """One Redis URL, spelled for each client that uses it."""
+
+    client: str  # redis-py and Django's cache: redis://, rediss:// or unix://
+    broker: str  # kombu: redis://, rediss:// or redis+socket://
+
+
+def redis_urls(url: str, *, name: str = "REDIS_URL") -> RedisUrls:
+    parts = urlsplit(url)
+    if parts.scheme in {"redis", "rediss"}:
+        return RedisUrls(client=url, broker=url)
+    if parts.scheme in {"unix", "redis+socket"}:
+        if not parts.path:
+            raise ImproperlyConfigured(f"{name} must name a socket path, got {url!r}.")
+        query = f"?{parts.query}" if parts.query else ""
+        return RedisUrls(
+            client=f"unix://{parts.path}{query}",
+            broker=f"redis+socket://{parts.path}{query}",
+        )
+    raise ImproperlyConfigured(
+        f"{name} must be a redis://, rediss:// or unix:// URL, got scheme {parts.scheme!r}."
+    )

@@ -1,0 +1,19 @@
+"""URLs of the operator site on BASE_DOMAIN, served from the public schema."""
+
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+
+from tenants.accounts import views as account_views
+
+admin.site.site_header = "Scheduler operations"
+admin.site.site_title = "Scheduler operations"
+admin.site.index_title = "Platform"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    path("login/", account_views.operator_login, name="login"),
+    path("logout/", account_views.logout, name="logout"),
+    path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,37 @@
+"""Demo data for `make run`: tenants acme and globex, their people, and an operator."""
+
+from django.core.management.base import BaseCommand
+from django_tenants.utils import schema_context
+
+from tenants.accounts.models import User
+from tenants.models import Tenant
+from tenants.services import tenant_create
+
+DEMO_PASSWORD = "demo-pass-2024"
+DEMO_TENANTS = [
+    ("acme", "Acme Corp", "Europe/Berlin"),
+    ("globex", "Globex", "America/New_York"),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo tenants and accounts if they are missing (idempotent)."
+
+    def handle(self, *args, **options):
+        if not User.objects.filter(email="operator@localhost").exists():
+            User.objects.create_superuser("operator@localhost", DEMO_PASSWORD)
+        for slug, name, zone in DEMO_TENANTS:
+            if not Tenant.objects.filter(schema_name=slug).exists():
+                tenant_create(
+                    name=name, slug=slug, admin_email=f"admin@{slug}.test",
+                    admin_password=DEMO_PASSWORD, timezone_name=zone,
+                )
+            with schema_context(slug):
+                for number in (1, 2):
+                    email = f"member{number}@{slug}.test"
+                    if not User.objects.filter(email=email).exists():
+                        User.objects.create_user(email, DEMO_PASSWORD)
+        self.stdout.write("Demo logins (password for all: %s):" % DEMO_PASSWORD)
+        self.stdout.write("  operator  operator@localhost           http://localhost:<port>/admin/")
+        for slug, _, _ in DEMO_TENANTS:
+            self.stdout.write(f"  {slug:<9} admin@{slug}.test, member1@{slug}.test, member2@{slug}.test")

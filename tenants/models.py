@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+from django_tenants.models import DomainMixin, TenantMixin
+
+from tenants.validators import SyncIntervalValidator, TenantSlugValidator, TimezoneValidator
+
+
+def default_sync_interval() -> timedelta:
+    return settings.TENANT_SYNC_INTERVAL_DEFAULT
+
+
+class Tenant(TenantMixin):
+    """A customer. Its slug is its PostgreSQL schema and its host name's first label."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+
+    # Schemas are created by tenants.services.tenant_create, never as a side effect of save().
+    auto_create_schema = False
+    auto_drop_schema = False
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    schema_name = models.CharField(
+        "slug",
+        max_length=40,
+        unique=True,
+        validators=[TenantSlugValidator()],
+        error_messages={"unique": "A tenant with this slug already exists."},
+    )
+    timezone = models.CharField(max_length=64, default="UTC", validators=[TimezoneValidator()])
+    sync_interval = models.DurationField(
+        default=default_sync_interval, validators=[SyncIntervalValidator()]
+    )
+    status = models.CharField(max_length=16, choices=Status, default=Status.ACTIVE)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                name="tenant_status_valid", condition=models.Q(status__in=["active", "paused"])
+            ),
+            # The settings narrow this further; the database keeps out the absurd.
+            models.CheckConstraint(
+                name="tenant_sync_interval_sane",
+                condition=models.Q(sync_interval__gte=timedelta(seconds=1))
+                & models.Q(sync_interval__lte=timedelta(days=366)),
+            ),
+            models.UniqueConstraint(
+                Lower("name"),
+                name="tenant_name_unique_ci",
+                violation_error_message="A tenant with this name already exists.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def slug(self) -> str:
+        return self.schema_name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+    @property
+    def primary_host(self) -> str:
+        return f"{self.schema_name}.{settings.BASE_DOMAIN}"
+
+    @property
+    def site_url(self) -> str:
+        port = f":{settings.SITE_PORT}" if settings.SITE_PORT else ""
+        return f"{settings.SITE_SCHEME}://{self.primary_host}{port}/"
+
+
+class Domain(DomainMixin):
+    class Meta:
+        ordering = ["domain"]
+
+    def __str__(self) -> str:
+        return self.domain
