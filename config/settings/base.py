@@ -29,9 +29,7 @@ DEBUG = env_bool("DEBUG", False)
 _DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
 SECRET_KEY = env_secret("SECRET_KEY") or _DEV_SECRET_KEY
 if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured(
-        "SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is false."
-    )
+    raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is false.")
 
 # --- Sites and hosts --------------------------------------------------------
 # The operator site answers on BASE_DOMAIN, each tenant on <slug>.<BASE_DOMAIN>.
@@ -72,9 +70,30 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 # A migrated, empty schema that new tenants are cloned from (see tenants/provisioning.py).
 TENANT_TEMPLATE_SCHEMA = "_tenant_template"
 RESERVED_TENANT_SLUGS = frozenset(
-    {"public", "www", "admin", "api", "app", "static", "media", "mail", "smtp", "status",
-     "help", "docs", "login", "logout", "operator", "operators", "root", "postgres",
-     "information_schema", "default", "test", "localhost"}
+    {
+        "public",
+        "www",
+        "admin",
+        "api",
+        "app",
+        "static",
+        "media",
+        "mail",
+        "smtp",
+        "status",
+        "help",
+        "docs",
+        "login",
+        "logout",
+        "operator",
+        "operators",
+        "root",
+        "postgres",
+        "information_schema",
+        "default",
+        "test",
+        "localhost",
+    }
 )
 TENANT_SYNC_INTERVAL_MIN = timedelta(seconds=env_int("TENANT_SYNC_INTERVAL_MIN", 60, minimum=1))
 TENANT_SYNC_INTERVAL_MAX = timedelta(

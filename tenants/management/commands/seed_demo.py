@@ -23,15 +23,20 @@ class Command(BaseCommand):
         for slug, name, zone in DEMO_TENANTS:
             if not Tenant.objects.filter(schema_name=slug).exists():
                 tenant_create(
-                    name=name, slug=slug, admin_email=f"admin@{slug}.test",
-                    admin_password=DEMO_PASSWORD, timezone_name=zone,
+                    name=name,
+                    slug=slug,
+                    admin_email=f"admin@{slug}.test",
+                    admin_password=DEMO_PASSWORD,
+                    timezone_name=zone,
                 )
             with schema_context(slug):
                 for number in (1, 2):
                     email = f"member{number}@{slug}.test"
                     if not User.objects.filter(email=email).exists():
                         User.objects.create_user(email, DEMO_PASSWORD)
-        self.stdout.write("Demo logins (password for all: %s):" % DEMO_PASSWORD)
+        self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
         self.stdout.write("  operator  operator@localhost           http://localhost:<port>/admin/")
         for slug, _, _ in DEMO_TENANTS:
-            self.stdout.write(f"  {slug:<9} admin@{slug}.test, member1@{slug}.test, member2@{slug}.test")
+            self.stdout.write(
+                f"  {slug:<9} admin@{slug}.test, member1@{slug}.test, member2@{slug}.test"
+            )

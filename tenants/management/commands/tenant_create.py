@@ -1,4 +1,7 @@
-"""Onboard a tenant: `manage.py tenant_create --name "Acme Corp" --slug acme --admin-email a@acme.test`."""
+"""Onboard a tenant.
+
+    manage.py tenant_create --name "Acme Corp" --slug acme --admin-email a@acme.test
+"""
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -29,7 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--timezone", default="UTC", help="IANA name, e.g. Europe/Berlin")
         parser.add_argument("--sync-interval", help="e.g. 90s, 15m, 1h30m, 1d")
         parser.add_argument(
-            "--method", choices=["auto", "clone", "migrate"], default="auto",
+            "--method",
+            choices=["auto", "clone", "migrate"],
+            default="auto",
             help="how to build the schema (default: clone the template, else migrate)",
         )
 

@@ -1,0 +1,60 @@
+"""Standing people (STYLE.md 12): an admin and a member of tenant A, an outsider from B."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from tenants.accounts.models import User
+from tests.factories import PASSWORD, TenantFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _public_schema_after_each_test():
+    yield
+    connection.set_schema_to_public()
+
+
+@pytest.fixture
+def tenant_a(db):
+    return TenantFactory(name="Acme Corp", slug="acme", timezone_name="Europe/Berlin")
+
+
+@pytest.fixture
+def tenant_b(db):
+    return TenantFactory(name="Globex", slug="globex", timezone_name="America/New_York")
+
+
+@pytest.fixture
+def admin_a(tenant_a):
+    with schema_context(tenant_a.schema_name):
+        return User.objects.get(email="admin@acme.test")
+
+
+@pytest.fixture
+def member_a(tenant_a):
+    with schema_context(tenant_a.schema_name):
+        return UserFactory(email="member@acme.test")
+
+
+@pytest.fixture
+def outsider_b(tenant_b):
+    with schema_context(tenant_b.schema_name):
+        return UserFactory(email="outsider@globex.test", role="admin")
+
+
+def site_client(tenant=None) -> Client:
+    """A test client whose requests go to the tenant's host, or the operator site."""
+    from django.conf import settings
+
+    host = tenant.primary_host if tenant is not None else settings.BASE_DOMAIN
+    return Client(HTTP_HOST=host)
+
+
+def logged_in(tenant, user) -> Client:
+    client = site_client(tenant)
+    response = client.post("/login/", {"username": user.email, "password": PASSWORD})
+    assert response.status_code == 302, "login failed"
+    return client
