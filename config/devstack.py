@@ -36,10 +36,11 @@ def _say(message: str) -> None:
 
 @contextlib.contextmanager
 def embedded_postgres() -> Iterator[str]:
+    LOCAL.mkdir(exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(LOCAL))  # pgserver keeps its lock file there
     import pgserver
     import psycopg
 
-    LOCAL.mkdir(exist_ok=True)
     server = pgserver.get_server(LOCAL / "pgdata", cleanup_mode="stop")
     admin_uri = server.get_uri()
     with psycopg.connect(admin_uri, autocommit=True) as conn:
@@ -83,6 +84,7 @@ def embedded_redis() -> Iterator[str]:
             str(folder / "redis.log"),
         ],
         stdin=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C must not stop it before the processes using it
     )
     try:
         deadline = time.monotonic() + 10
@@ -196,37 +198,43 @@ def _wait_for_http(url: str, host: str, timeout: float) -> bool:
 def run(port: int) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    group = ProcessGroup()
     try:
         with services() as env:
-            env.setdefault("DEBUG", "true")
-            env.setdefault("SITE_PORT", str(port))
-            env.setdefault("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
-            env["PYTHONUNBUFFERED"] = "1"
-            manage = [PYTHON, "manage.py"]
-            subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
-            subprocess.run([*manage, "seed_demo"], cwd=ROOT, env=env, check=True)
-            group.start("web", [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env)
-            celery = [PYTHON, "-m", "celery", "-A", "config"]
-            group.start("beat", [*celery, "beat", "--loglevel", "INFO"], env)
-            group.start(
-                "worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], env
-            )
-            if _wait_for_http(f"http://127.0.0.1:{port}/login/", f"acme.localhost:{port}", 60):
-                _say(f"ready: http://acme.localhost:{port}/  http://globex.localhost:{port}/")
-                _say(f"operator admin: http://localhost:{port}/admin/")
-                _say("demo logins are printed above by seed_demo; press Ctrl-C to stop")
-            while (name := group.first_exited()) is None:
-                time.sleep(0.5)
-            _say(f"{name} exited; stopping the rest")
-            return 1
+            return _run_processes(env, port)
     except _Stop:
-        _say("stopping")
-        return 0
+        return 0  # stopped before the processes started
     except subprocess.CalledProcessError as exc:
         _say(f"{' '.join(exc.cmd[1:3])} failed with exit code {exc.returncode}")
         return exc.returncode
+
+
+def _run_processes(env: dict[str, str], port: int) -> int:
+    env.setdefault("DEBUG", "true")
+    env.setdefault("SITE_PORT", str(port))
+    env.setdefault("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+    env["PYTHONUNBUFFERED"] = "1"
+    manage = [PYTHON, "manage.py"]
+    celery = [PYTHON, "-m", "celery", "-A", "config"]
+    group = ProcessGroup()
+    try:
+        subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
+        subprocess.run([*manage, "seed_demo"], cwd=ROOT, env=env, check=True)
+        group.start("web", [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env)
+        group.start("beat", [*celery, "beat", "--loglevel", "INFO"], env)
+        group.start("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], env)
+        if _wait_for_http(f"http://127.0.0.1:{port}/login/", f"acme.localhost:{port}", 60):
+            _say(f"ready: http://acme.localhost:{port}/  http://globex.localhost:{port}/")
+            _say(f"operator admin: http://localhost:{port}/admin/")
+            _say("demo logins are printed above by seed_demo; press Ctrl-C to stop")
+        while (name := group.first_exited()) is None:
+            time.sleep(0.5)
+        _say(f"{name} exited; stopping the rest")
+        return 1
+    except _Stop:
+        _say("stopping")
+        return 0
     finally:
+        # Children first, while PostgreSQL and Redis are still up for their shutdown.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         group.stop()

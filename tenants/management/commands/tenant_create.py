@@ -1,6 +1,6 @@
 """Onboard a tenant.
 
-    manage.py tenant_create --name "Acme Corp" --slug acme --admin-email a@acme.test
+manage.py tenant_create --name "Acme Corp" --slug acme --admin-email a@acme.test
 """
 
 from django.core.exceptions import ValidationError
