@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django_tenants.models import DomainMixin, TenantMixin
@@ -39,6 +40,17 @@ class Tenant(TenantMixin):
     sync_interval = models.DurationField(
         default=default_sync_interval, validators=[SyncIntervalValidator()]
     )
+
+    class SourceKind(models.TextChoices):
+        DEMO = "demo", "Built-in demo generator"
+        HTTP_JSON = "http_json", "JSON over HTTP"
+
+    source_kind = models.CharField(max_length=16, choices=SourceKind, default=SourceKind.DEMO)
+    source_url = models.URLField(
+        blank=True, max_length=500, validators=[URLValidator(schemes=["http", "https"])]
+    )
+    # Write-only in every form: never rendered back to anyone.
+    source_token = models.CharField(blank=True, max_length=500)
     status = models.CharField(max_length=16, choices=Status, default=Status.ACTIVE)
     status_changed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -54,6 +66,11 @@ class Tenant(TenantMixin):
                 name="tenant_sync_interval_sane",
                 condition=models.Q(sync_interval__gte=timedelta(seconds=1))
                 & models.Q(sync_interval__lte=timedelta(days=366)),
+            ),
+            models.CheckConstraint(
+                name="tenant_http_source_has_url",
+                condition=~models.Q(source_kind="http_json") | ~models.Q(source_url=""),
+                violation_error_message="A JSON-over-HTTP source needs a URL.",
             ),
             models.UniqueConstraint(
                 Lower("name"),

@@ -54,14 +54,15 @@ SHARED_APPS = [
     "django.contrib.admin",
     "django.contrib.staticfiles",
     "django_celery_beat",
-    "scheduling",
-    "notifications",
+    "scheduling.platform",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "tenants.accounts",
     "django.contrib.sessions",
+    "scheduling",
+    "notifications",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -100,6 +101,12 @@ TENANT_SYNC_INTERVAL_MAX = timedelta(
     seconds=env_int("TENANT_SYNC_INTERVAL_MAX", 7 * 24 * 3600, minimum=1)
 )
 TENANT_SYNC_INTERVAL_DEFAULT = timedelta(minutes=15)
+# The sync fetch refuses private, loopback and link-local addresses unless allowed here.
+SYNC_FETCH_ALLOW_LOOPBACK = env_bool("SYNC_FETCH_ALLOW_LOOPBACK", DEBUG)
+SYNC_FETCH_ALLOW_PRIVATE = env_bool("SYNC_FETCH_ALLOW_PRIVATE", False)
+SYNC_FETCH_CONNECT_TIMEOUT = env_int("SYNC_FETCH_CONNECT_TIMEOUT", 5, minimum=1)
+SYNC_FETCH_READ_TIMEOUT = env_int("SYNC_FETCH_READ_TIMEOUT", 20, minimum=1)
+SYNC_FETCH_MAX_BYTES = env_int("SYNC_FETCH_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 if TENANT_SYNC_INTERVAL_MIN > TENANT_SYNC_INTERVAL_MAX:
     raise ImproperlyConfigured("TENANT_SYNC_INTERVAL_MIN must not exceed TENANT_SYNC_INTERVAL_MAX.")
 

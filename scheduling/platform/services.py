@@ -1,0 +1,96 @@
+"""Per-tenant periodic tasks in django-celery-beat's tables, kept in step with the tenants.
+
+Every function is idempotent. A call that would change nothing writes nothing:
+each write to PeriodicTask makes the stock beat reload every schedule.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.db import transaction
+from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+
+from scheduling.jobs import SYNC, Job
+from scheduling.platform.models import TenantTask
+from tenants.models import Tenant
+
+
+def tenant_task_name(*, tenant: Tenant, kind: str) -> str:
+    return f"tenant:{tenant.schema_name}:{kind}"
+
+
+def tenant_headers(*, tenant: Tenant) -> str:
+    return json.dumps({"_schema_name": tenant.schema_name})
+
+
+def interval_schedule_get(*, seconds: int) -> IntervalSchedule:
+    # django-celery-beat has no unique constraint here, so duplicates may exist: take the oldest.
+    schedule = (
+        IntervalSchedule.objects.filter(every=seconds, period=IntervalSchedule.SECONDS)
+        .order_by("pk")
+        .first()
+    )
+    return schedule or IntervalSchedule.objects.create(
+        every=seconds, period=IntervalSchedule.SECONDS
+    )
+
+
+def _task_upsert(*, tenant: Tenant, job: Job, kind: str, fields: dict) -> tuple[PeriodicTask, bool]:
+    """Create or update the tenant's task of `kind`; returns (task, written)."""
+    name = tenant_task_name(tenant=tenant, kind=kind)
+    desired = {
+        "task": job.task_name,
+        "headers": tenant_headers(tenant=tenant),
+        "args": "[]",
+        "kwargs": "{}",
+        "description": job.description,
+        **fields,
+    }
+    task = PeriodicTask.objects.filter(name=name).first()
+    written = False
+    if task is None:
+        task = PeriodicTask.objects.create(name=name, **desired)
+        written = True
+    else:
+        stale = {key: value for key, value in desired.items() if getattr(task, key) != value}
+        if stale:
+            for key, value in stale.items():
+                setattr(task, key, value)
+            task.save()
+            written = True
+    link, created = TenantTask.objects.get_or_create(
+        periodic_task=task, defaults={"tenant": tenant, "kind": kind}
+    )
+    if not created and (link.tenant_id, link.kind) != (tenant.pk, kind):
+        link.tenant, link.kind = tenant, kind
+        link.save(update_fields=["tenant", "kind"])
+    return task, written
+
+
+def sync_schedule_ensure(*, tenant: Tenant) -> tuple[PeriodicTask, bool]:
+    """`tenant:<schema>:sync` every sync_interval, enabled while the tenant is active."""
+    interval = interval_schedule_get(seconds=int(tenant.sync_interval.total_seconds()))
+    return _task_upsert(
+        tenant=tenant,
+        job=SYNC,
+        kind=TenantTask.Kind.SYNC,
+        fields={
+            "interval": interval,
+            "crontab": None,
+            "solar": None,
+            "clocked": None,
+            "one_off": False,
+            "enabled": tenant.is_active,
+        },
+    )
+
+
+def tenant_schedules_remove(*, tenant: Tenant) -> int:
+    """Delete every periodic task linked to the tenant, or named after it."""
+    with transaction.atomic():
+        linked = PeriodicTask.objects.filter(tenant_link__tenant=tenant)
+        named = PeriodicTask.objects.filter(name__startswith=f"tenant:{tenant.schema_name}:")
+        deleted, _ = (linked | named).delete()
+        PeriodicTasks.update_changed()
+    return deleted

@@ -1,0 +1,16 @@
+"""Thin Celery tasks: check the tenant, load, call a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import connection
+
+from scheduling.jobs import SYNC, TenantJob
+from scheduling.services import sync_run
+from tenants.models import Tenant
+
+
+@shared_task(base=TenantJob, name=SYNC.task_name, bind=True, ignore_result=True)
+def sync_tenant(self) -> None:
+    tenant = Tenant.objects.get(pk=connection.tenant.pk)  # fresh: the worker caches tenants
+    sync_run(tenant=tenant, task_id=self.request.id or "")
