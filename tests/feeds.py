@@ -14,7 +14,7 @@ class FeedServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 outer.requests.append(dict(self.headers))
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
