@@ -219,6 +219,7 @@ def _run_processes(env: dict[str, str], port: int) -> int:
     try:
         subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
         subprocess.run([*manage, "seed_demo"], cwd=ROOT, env=env, check=True)
+        subprocess.run([*manage, "reconcile_schedules"], cwd=ROOT, env=env, check=True)
         group.start("web", [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env)
         group.start("beat", [*celery, "beat", "--loglevel", "INFO"], env)
         group.start("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], env)

@@ -7,6 +7,7 @@ each write to PeriodicTask makes the stock beat reload every schedule.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
@@ -36,7 +37,22 @@ def interval_schedule_get(*, seconds: int) -> IntervalSchedule:
     )
 
 
-def _task_upsert(*, tenant: Tenant, job: Job, kind: str, fields: dict) -> tuple[PeriodicTask, bool]:
+@dataclass(frozen=True)
+class TaskChange:
+    task: PeriodicTask
+    action: str | None  # "created", "updated", or None when nothing was written
+    fields: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> bool:
+        return self.action is not None
+
+    def describe(self) -> str:
+        detail = f" ({', '.join(self.fields)})" if self.fields else ""
+        return f"{self.action} {self.task.name}{detail}"
+
+
+def _task_upsert(*, tenant: Tenant, job: Job, kind: str, fields: dict) -> TaskChange:
     """Create or update the tenant's task of `kind`; returns (task, written)."""
     name = tenant_task_name(tenant=tenant, kind=kind)
     desired = {
@@ -48,27 +64,28 @@ def _task_upsert(*, tenant: Tenant, job: Job, kind: str, fields: dict) -> tuple[
         **fields,
     }
     task = PeriodicTask.objects.filter(name=name).first()
-    written = False
+    action, stale = None, {}
     if task is None:
         task = PeriodicTask.objects.create(name=name, **desired)
-        written = True
+        action = "created"
     else:
         stale = {key: value for key, value in desired.items() if getattr(task, key) != value}
         if stale:
             for key, value in stale.items():
                 setattr(task, key, value)
             task.save()
-            written = True
+            action = "updated"
     link, created = TenantTask.objects.get_or_create(
         periodic_task=task, defaults={"tenant": tenant, "kind": kind}
     )
     if not created and (link.tenant_id, link.kind) != (tenant.pk, kind):
         link.tenant, link.kind = tenant, kind
         link.save(update_fields=["tenant", "kind"])
-    return task, written
+        action, stale = action or "updated", {**stale, "tenant link": None}
+    return TaskChange(task=task, action=action, fields=sorted(stale))
 
 
-def sync_schedule_ensure(*, tenant: Tenant) -> tuple[PeriodicTask, bool]:
+def sync_schedule_ensure(*, tenant: Tenant) -> TaskChange:
     """`tenant:<schema>:sync` every sync_interval, enabled while the tenant is active."""
     interval = interval_schedule_get(seconds=int(tenant.sync_interval.total_seconds()))
     return _task_upsert(
@@ -94,3 +111,28 @@ def tenant_schedules_remove(*, tenant: Tenant) -> int:
         deleted, _ = (linked | named).delete()
         PeriodicTasks.update_changed()
     return deleted
+
+
+def schedules_reconcile(*, dry_run: bool = False) -> list[str]:
+    """Bring every tenant's periodic tasks in line with the tenant; return what changed.
+
+    Repairs rows edited in bulk or deleted by hand, tenants created before a
+    schedule kind existed, and tasks left behind by tenants that are gone. With
+    dry_run the same work is done and rolled back, so the report is exact.
+    """
+    changes: list[str] = []
+    with transaction.atomic():
+        for tenant in Tenant.objects.order_by("schema_name"):
+            change = sync_schedule_ensure(tenant=tenant)
+            if change.written:
+                changes.append(change.describe())
+        schemas = set(Tenant.objects.values_list("schema_name", flat=True))
+        for task in PeriodicTask.objects.filter(name__startswith="tenant:").order_by("name"):
+            if task.name.split(":")[1] not in schemas:
+                task.delete()
+                changes.append(f"deleted {task.name} (no such tenant)")
+        if changes:
+            PeriodicTasks.update_changed()
+        if dry_run:
+            transaction.set_rollback(True)
+    return changes

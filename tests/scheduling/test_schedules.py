@@ -36,9 +36,7 @@ def test_a_save_that_changes_nothing_writes_nothing(tenant_a):
 
     tenant_a.name = tenant_a.name  # a no-op edit, saved through the model
     tenant_a.save()
-    _, written = sync_schedule_ensure(tenant=tenant_a)
-
-    assert written is False
+    assert sync_schedule_ensure(tenant=tenant_a).written is False
     assert _sync_task("acme").date_changed == before
     assert PeriodicTasks.last_change() == stamp
 
@@ -71,10 +69,10 @@ def test_a_hand_edited_task_is_put_back(tenant_a):
         task="something.else", headers="{}", enabled=False
     )
 
-    _, written = sync_schedule_ensure(tenant=tenant_a)
+    change = sync_schedule_ensure(tenant=tenant_a)
 
     task = _sync_task("acme")
-    assert written is True
+    assert change.describe() == "updated tenant:acme:sync (enabled, headers, task)"
     assert (task.task, json.loads(task.headers), task.enabled) == (
         SYNC.task_name,
         {"_schema_name": "acme"},

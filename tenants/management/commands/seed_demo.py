@@ -1,5 +1,7 @@
 """Demo data for `make run`: tenants acme and globex, their people, and an operator."""
 
+from datetime import timedelta
+
 from django.core.management.base import BaseCommand
 from django_tenants.utils import schema_context
 
@@ -28,6 +30,7 @@ class Command(BaseCommand):
                     admin_email=f"admin@{slug}.test",
                     admin_password=DEMO_PASSWORD,
                     timezone_name=zone,
+                    sync_interval=timedelta(minutes=1),  # runs show up soon after start
                 )
             with schema_context(slug):
                 for number in (1, 2):
