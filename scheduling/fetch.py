@@ -28,7 +28,10 @@ class FetchResponse:
     body: bytes
 
 
-def _address_allowed(address: ipaddress._BaseAddress) -> bool:
+def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:  # ::ffff:10.0.0.1 is 10.0.0.1
+        address = mapped
     if address.is_loopback:
         return settings.SYNC_FETCH_ALLOW_LOOPBACK
     if address.is_private or address.is_link_local or address.is_reserved:

@@ -129,6 +129,7 @@ def test_a_feed_over_the_size_limit_is_refused(tenant_a, feed):
         "http://169.254.169.254/latest",
         "http://192.168.0.1/",
         "http://[::1]:9/",
+        "http://[::ffff:10.0.0.1]/",
         "http://127.0.0.1:9/",
     ],
 )

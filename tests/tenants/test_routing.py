@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.conf import settings
 from django.test import Client
 from django_tenants.utils import schema_context
 
@@ -97,4 +96,5 @@ def test_a_paused_tenant_still_serves_its_site(tenant_a, admin_a):
 
 def test_users_are_created_in_the_tenant_schema_only(tenant_a, member_a):
     assert not User.objects.filter(email=member_a.email).exists()
-    assert settings.BASE_DOMAIN == "localhost"
+    with schema_context(tenant_a.schema_name):
+        assert User.objects.filter(email=member_a.email).exists()
