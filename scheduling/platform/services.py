@@ -75,14 +75,29 @@ def _task_upsert(*, tenant: Tenant, job: Job, kind: str, fields: dict) -> TaskCh
                 setattr(task, key, value)
             task.save()
             action = "updated"
-    link, created = TenantTask.objects.get_or_create(
-        periodic_task=task, defaults={"tenant": tenant, "kind": kind}
-    )
-    if not created and (link.tenant_id, link.kind) != (tenant.pk, kind):
-        link.tenant, link.kind = tenant, kind
-        link.save(update_fields=["tenant", "kind"])
-        action, stale = action or "updated", {**stale, "tenant link": None}
+    note = _link_ensure(tenant=tenant, kind=kind, task=task)
+    if note and not (action == "created" and note == "tenant link"):
+        action, stale = action or "updated", {**stale, note: None}
     return TaskChange(task=task, action=action, fields=sorted(stale))
+
+
+def _link_ensure(*, tenant: Tenant, kind: str, task: PeriodicTask) -> str:
+    """Link `task` as the tenant's one task of `kind`; returns what was written, or "".
+
+    A task the tenant's link pointed to before (say, renamed by hand in the admin)
+    is deleted, so the tenant never has two tasks of one kind running.
+    """
+    link = TenantTask.objects.filter(tenant=tenant, kind=kind).first()
+    if link is not None and link.periodic_task_id == task.pk:
+        return ""
+    TenantTask.objects.filter(periodic_task=task).delete()  # linked to another tenant or kind
+    note = "tenant link"
+    if link is not None:
+        replaced = PeriodicTask.objects.get(pk=link.periodic_task_id)
+        replaced.delete()  # cascades the old link
+        note = f"replaces {replaced.name!r}"
+    TenantTask.objects.create(tenant=tenant, kind=kind, periodic_task=task)
+    return note
 
 
 def sync_schedule_ensure(*, tenant: Tenant) -> TaskChange:

@@ -58,3 +58,26 @@ def test_a_dry_run_reports_the_same_and_changes_nothing(tenant_a, tenant_b, caps
         "3 change(s) (dry run).",
     ]
     assert sorted(PeriodicTask.objects.values_list("name", "enabled", "headers")) == before
+
+
+def test_a_task_renamed_by_hand_is_replaced_not_doubled(tenant_a, capsys):
+    PeriodicTask.objects.filter(name="tenant:acme:sync").update(name="acme sync (renamed)")
+
+    lines = _reconcile(capsys=capsys)
+
+    assert lines == [
+        "created tenant:acme:sync (replaces 'acme sync (renamed)')",
+        "1 change(s).",
+    ]
+    acme_tasks = PeriodicTask.objects.filter(headers__contains='"acme"')
+    assert list(acme_tasks.values_list("name", flat=True)) == ["tenant:acme:sync"]
+    assert acme_tasks.get().tenant_link.tenant == tenant_a
+
+
+def test_a_missing_link_row_is_restored(tenant_a, capsys):
+    from scheduling.platform.models import TenantTask
+
+    TenantTask.objects.all().delete()
+
+    assert _reconcile(capsys=capsys) == ["updated tenant:acme:sync (tenant link)", "1 change(s)."]
+    assert TenantTask.objects.get().tenant == tenant_a
