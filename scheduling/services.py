@@ -1,4 +1,6 @@
-"""Sync: fetch a tenant's records and upsert them into its schema, recording a SyncRun.
+"""Sync runs, and users' schedules: the work done inside one tenant's schema.
+
+Sync fetches a tenant's records and upserts them into its schema, recording a SyncRun.
 
 These functions run with the connection on the tenant's schema (the sync task
 is a TenantJob); they never name another tenant.
@@ -14,9 +16,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from scheduling.fetch import FetchError
-from scheduling.models import Record, SyncRun
+from scheduling.models import Record, SyncRun, UserSchedule
 from scheduling.sources import FeedError, SourceRecord, demo_records, http_json_fetch
+from tenants.accounts.models import User
 from tenants.models import Tenant
+from tenants.selectors import tenant_current
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +100,49 @@ def _run_finish(
         )
     run.save()
     return run
+
+
+def user_schedule_update(
+    *,
+    user: User,
+    frequency: str,
+    hour: int | None = None,
+    weekday: int | None = None,
+    timezone_name: str | None = None,
+    enabled: bool = True,
+    kind: str = UserSchedule.Kind.DIGEST,
+    now: datetime | None = None,
+) -> UserSchedule:
+    """Create or change the user's schedule of `kind`; raises ValidationError for bad input.
+
+    The due time is recomputed from `now` only when the rule changes, so saving
+    the same settings again neither skips nor repeats a digest. The zone
+    defaults to the one the schedule already has, else the tenant's.
+    """
+    schedule = UserSchedule.objects.filter(user=user, kind=kind).first() or UserSchedule(
+        user=user, kind=kind, timezone=tenant_current().timezone
+    )
+    rule_before = _schedule_rule(schedule) if schedule.pk else None
+    schedule.frequency, schedule.hour, schedule.weekday = frequency, hour, weekday
+    schedule.enabled = enabled
+    if timezone_name:
+        schedule.timezone = timezone_name
+    if not schedule.is_live:
+        schedule.next_due_at = None
+    schedule.full_clean()
+    if schedule.is_live and (
+        _schedule_rule(schedule) != rule_before or schedule.next_due_at is None
+    ):
+        schedule.next_due_at = schedule.next_due_after(now or timezone.now())
+    schedule.save()
+    return schedule
+
+
+def _schedule_rule(schedule: UserSchedule) -> tuple:
+    return (
+        schedule.frequency,
+        schedule.hour,
+        schedule.weekday,
+        schedule.timezone,
+        schedule.enabled,
+    )

@@ -10,10 +10,12 @@ from config.settings.base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 TENANT_SYNC_INTERVAL_MIN = timedelta(seconds=1)
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# pytest itself always uses locmem; worker subprocesses of the e2e tests may get a file backend.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
 SITE_SCHEME = "http"
 SITE_PORT = 0
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 SYNC_FETCH_ALLOW_LOOPBACK = True
+DIGEST_DISPATCH_INTERVAL = 2  # the end-to-end test waits for real dispatches

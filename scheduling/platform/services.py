@@ -6,13 +6,19 @@ each write to PeriodicTask makes the stock beat reload every schedule.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+from django_tenants.utils import schema_context, schema_exists
 
-from scheduling.jobs import SYNC, Job
+from scheduling.jobs import DIGEST_DISPATCH, SYNC, Job
+from scheduling.models import UserSchedule
 from scheduling.platform.models import TenantTask
 from tenants.models import Tenant
 
@@ -39,7 +45,7 @@ def interval_schedule_get(*, seconds: int) -> IntervalSchedule:
 
 @dataclass(frozen=True)
 class TaskChange:
-    task: PeriodicTask
+    task: PeriodicTask | None  # None when no task exists and none is wanted
     action: str | None  # "created", "updated", or None when nothing was written
     fields: list[str] = field(default_factory=list)
 
@@ -118,6 +124,72 @@ def sync_schedule_ensure(*, tenant: Tenant) -> TaskChange:
     )
 
 
+def dispatch_phase(*, tenant: Tenant, every: int) -> int:
+    """The tenant's fixed offset, in seconds, within each dispatch period.
+
+    Taken from a hash of the slug, so it is the same in every process and on
+    every run, and tenants spread over the period instead of all firing at :00.
+    """
+    digest = hashlib.sha256(tenant.schema_name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % every
+
+
+def _next_phase_start(*, tenant: Tenant, every: int, now: datetime) -> datetime:
+    phase = dispatch_phase(tenant=tenant, every=every)
+    epoch = int(now.timestamp())
+    start = epoch - epoch % every + phase
+    if start <= epoch:
+        start += every
+    return datetime.fromtimestamp(start, tz=UTC)
+
+
+def _digests_wanted(*, tenant: Tenant) -> bool:
+    if not tenant.is_active:
+        return False
+    with schema_context(tenant.schema_name):
+        # NULL next_due_at means off or paused (a DB constraint), so this reads the partial index.
+        return UserSchedule.objects.filter(next_due_at__isnull=False).exists()
+
+
+def digest_dispatcher_ensure(*, tenant: Tenant) -> TaskChange:
+    """`tenant:<schema>:digests`, enabled exactly while the tenant is active and some
+    user of it has a live schedule.
+
+    It is created on the first schedule and afterwards only enabled or disabled.
+    It runs every DIGEST_DISPATCH_INTERVAL seconds at the tenant's phase: the
+    phase is set through start_time whenever the task starts running again, and
+    beat then keeps the rhythm from its last run.
+    """
+    name = tenant_task_name(tenant=tenant, kind=TenantTask.Kind.DIGESTS)
+    task = PeriodicTask.objects.select_related("interval").filter(name=name).first()
+    if task is None and not schema_exists(tenant.schema_name):
+        return TaskChange(task=None, action=None)  # a tenant being onboarded has no users yet
+    wanted = _digests_wanted(tenant=tenant)
+    if task is None and not wanted:
+        return TaskChange(task=None, action=None)
+    every = settings.DIGEST_DISPATCH_INTERVAL
+    fields: dict = {"enabled": wanted, "crontab": None, "solar": None, "clocked": None}
+    restarting = (
+        task is None
+        or (wanted and not task.enabled)
+        or getattr(task.interval, "every", None) != every
+    )
+    if restarting:
+        fields |= {
+            "interval": interval_schedule_get(seconds=every),
+            "start_time": _next_phase_start(tenant=tenant, every=every, now=timezone.now()),
+            "last_run_at": None,
+        }
+    return _task_upsert(
+        tenant=tenant, job=DIGEST_DISPATCH, kind=TenantTask.Kind.DIGESTS, fields=fields
+    )
+
+
+def tenant_schedules_ensure(*, tenant: Tenant) -> list[TaskChange]:
+    """Every periodic task the tenant should have, as it should be."""
+    return [sync_schedule_ensure(tenant=tenant), digest_dispatcher_ensure(tenant=tenant)]
+
+
 def tenant_schedules_remove(*, tenant: Tenant) -> int:
     """Delete every periodic task linked to the tenant, or named after it."""
     with transaction.atomic():
@@ -138,9 +210,7 @@ def schedules_reconcile(*, dry_run: bool = False) -> list[str]:
     changes: list[str] = []
     with transaction.atomic():
         for tenant in Tenant.objects.order_by("schema_name"):
-            change = sync_schedule_ensure(tenant=tenant)
-            if change.written:
-                changes.append(change.describe())
+            changes += [c.describe() for c in tenant_schedules_ensure(tenant=tenant) if c.written]
         schemas = set(Tenant.objects.values_list("schema_name", flat=True))
         for task in PeriodicTask.objects.filter(name__startswith="tenant:").order_by("name"):
             if task.name.split(":")[1] not in schemas:

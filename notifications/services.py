@@ -1,0 +1,178 @@
+"""Digests: pick the users whose digest is due, and send each one exactly once.
+
+Everything here runs with the connection on one tenant's schema (the tasks are
+TenantJobs) and never names another tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import uuid
+from datetime import datetime
+
+from celery import current_app
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from notifications.emails import email_build
+from notifications.models import DigestDelivery
+from notifications.selectors import digest_changes
+from scheduling.jobs import DIGEST_SEND
+from scheduling.models import UserSchedule
+from scheduling.recurrence import PERIOD_LENGTH
+from tenants.selectors import tenant_current
+
+logger = logging.getLogger(__name__)
+
+# Bounds one dispatcher run; what is left waits for the next run, a few minutes on.
+MAX_BATCHES_PER_RUN = 20
+
+
+class DigestSendError(Exception):
+    """The email backend failed; the delivery stays pending for a retry."""
+
+
+def digests_dispatch(*, now: datetime | None = None) -> int:
+    """Queue one send_digest per user whose digest is due; return how many were queued.
+
+    Each due schedule gets a DigestDelivery for its due instant and moves on to
+    its next due time after `now` (missed periods are not sent one by one). A
+    schedule locked by a concurrent dispatcher is skipped, and the unique
+    (user, period) delivery keeps a repeated dispatch from queuing anything twice.
+    """
+    now = now or timezone.now()
+    queued = 0
+    for _ in range(MAX_BATCHES_PER_RUN):
+        with transaction.atomic():
+            due = _due_schedules(now=now)
+            for schedule in due:
+                queued += _dispatch_one(schedule=schedule, now=now)
+            UserSchedule.objects.bulk_update(due, ["next_due_at"])  # no signals: liveness unchanged
+        if len(due) < settings.DIGEST_DISPATCH_BATCH:
+            break
+    return queued
+
+
+def _due_schedules(*, now: datetime) -> list[UserSchedule]:
+    previous_until = DigestDelivery.objects.filter(user=OuterRef("user")).exclude(
+        status=DigestDelivery.Status.FAILED
+    )
+    return list(
+        UserSchedule.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("user")
+        .filter(next_due_at__lte=now)
+        .annotate(previous_until=Subquery(previous_until.order_by("-period").values("until")[:1]))
+        .order_by("next_due_at")[: settings.DIGEST_DISPATCH_BATCH]
+    )
+
+
+def _dispatch_one(*, schedule: UserSchedule, now: datetime) -> int:
+    period = schedule.next_due_at
+    schedule.next_due_at = schedule.next_due_after(now)
+    if not schedule.user.is_active:
+        return 0
+    since = schedule.previous_until or now - PERIOD_LENGTH[schedule.frequency]
+    delivery, created = DigestDelivery.objects.get_or_create(
+        user=schedule.user, period=period, defaults={"since": min(since, now), "until": now}
+    )
+    if not created:
+        return 0
+    schema = connection.schema_name
+    transaction.on_commit(
+        lambda: current_app.send_task(
+            DIGEST_SEND.task_name,
+            args=[str(delivery.public_id)],
+            headers={"_schema_name": schema},
+        )
+    )
+    return 1
+
+
+def digest_send(*, delivery_id: str, task_id: str = "", final: bool = True) -> DigestDelivery:
+    """Send one queued digest, unless it was sent already; return the delivery.
+
+    The row is locked while sending, so a retried or duplicated task waits and
+    then finds it settled. A backend failure is recorded; with `final` the
+    delivery is marked failed, otherwise DigestSendError is raised for a retry.
+    """
+    try:
+        key = uuid.UUID(str(delivery_id))
+    except ValueError:
+        raise ValidationError(f"{delivery_id!r} is not a delivery id.") from None
+    failure = None
+    with transaction.atomic():
+        delivery = (
+            DigestDelivery.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(public_id=key)
+            .first()
+        )
+        if delivery is None:
+            raise ValidationError(f"There is no digest delivery {key} in this tenant.")
+        if delivery.status != DigestDelivery.Status.PENDING:
+            return delivery
+        delivery.attempts += 1
+        delivery.task_id = task_id
+        failure = _deliver(delivery)
+        if failure is not None:
+            delivery.error = failure
+            if final:
+                delivery.status = DigestDelivery.Status.FAILED
+        delivery.save()
+    if failure is not None and not final:
+        raise DigestSendError(failure)
+    return delivery
+
+
+def _deliver(delivery: DigestDelivery) -> str | None:
+    """Send the email, or settle the delivery as empty; returns an error message or None."""
+    changes = digest_changes(since=delivery.since, until=delivery.until)
+    total = changes.count()
+    if total == 0:
+        delivery.status = DigestDelivery.Status.EMPTY  # nothing changed: no email
+        return None
+    message = _digest_email(delivery=delivery, changes=changes, total=total)
+    try:
+        message.send()
+    except (OSError, smtplib.SMTPException) as exc:
+        logger.warning("Digest %s could not be sent: %s", delivery.public_id, exc)
+        return f"The email could not be sent: {exc}"
+    now = timezone.now()
+    delivery.status, delivery.sent_at, delivery.error = DigestDelivery.Status.SENT, now, ""
+    delivery.record_count, delivery.subject = total, message.subject
+    UserSchedule.objects.filter(user=delivery.user, kind=UserSchedule.Kind.DIGEST).update(
+        last_sent_at=now
+    )
+    return None
+
+
+def _digest_email(*, delivery: DigestDelivery, changes, total: int):
+    schedule = UserSchedule.objects.filter(
+        user=delivery.user, kind=UserSchedule.Kind.DIGEST
+    ).first()
+    zone = schedule.zone if schedule else timezone.get_default_timezone()
+    records = list(changes[: settings.DIGEST_MAX_RECORDS])
+    items = [
+        {
+            "record": record,
+            "what": "new" if record.first_seen_at == record.changed_at else "updated",
+            "changed_local": record.changed_at.astimezone(zone),
+        }
+        for record in records
+    ]
+    context = {
+        "tenant": tenant_current(),
+        "user": delivery.user,
+        "total": total,
+        "items": items,
+        "more": total - len(records),
+        "since_local": delivery.since.astimezone(zone),
+        "until_local": delivery.until.astimezone(zone),
+        "zone_name": str(zone),
+        "schedule_text": schedule.describe() if schedule else "",
+    }
+    return email_build(name="digest", context=context, to=[delivery.user.email])

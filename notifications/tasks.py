@@ -1,0 +1,37 @@
+"""Thin Celery tasks: the tenant comes from the header, the work from a service."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from notifications.services import DigestSendError, digest_send, digests_dispatch
+from scheduling.jobs import DIGEST_DISPATCH, DIGEST_SEND, TenantJob
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(base=TenantJob, name=DIGEST_DISPATCH.task_name, ignore_result=True)
+def dispatch_digests() -> int:
+    return digests_dispatch()
+
+
+@shared_task(
+    base=TenantJob,
+    name=DIGEST_SEND.task_name,
+    bind=True,
+    ignore_result=True,
+    max_retries=settings.DIGEST_SEND_MAX_RETRIES,
+)
+def send_digest(self, delivery_id: str) -> None:
+    final = self.request.retries >= self.max_retries
+    try:
+        digest_send(delivery_id=delivery_id, task_id=self.request.id or "", final=final)
+    except ValidationError as exc:
+        # A bad payload never gets better on retry: log it and drop the task.
+        logger.error("Dropped %s[%s]: %s", self.name, self.request.id, exc.messages[0])
+    except DigestSendError as exc:
+        raise self.retry(exc=exc, countdown=30 * 2**self.request.retries) from exc
