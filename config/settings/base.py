@@ -110,6 +110,13 @@ SYNC_FETCH_MAX_BYTES = env_int("SYNC_FETCH_MAX_BYTES", 5 * 1024 * 1024, minimum=
 if TENANT_SYNC_INTERVAL_MIN > TENANT_SYNC_INTERVAL_MAX:
     raise ImproperlyConfigured("TENANT_SYNC_INTERVAL_MIN must not exceed TENANT_SYNC_INTERVAL_MAX.")
 
+# Digests: each tenant's dispatcher runs this often (at a per-tenant offset) and
+# queues one email per user whose digest is due.
+DIGEST_DISPATCH_INTERVAL = env_int("DIGEST_DISPATCH_INTERVAL", 300, minimum=1)
+DIGEST_DISPATCH_BATCH = env_int("DIGEST_DISPATCH_BATCH", 500, minimum=1)
+DIGEST_MAX_RECORDS = env_int("DIGEST_MAX_RECORDS", 50, minimum=1)  # listed per email
+DIGEST_SEND_MAX_RETRIES = env_int("DIGEST_SEND_MAX_RETRIES", 3, minimum=0)
+
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
