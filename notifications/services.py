@@ -157,22 +157,18 @@ def _digest_email(*, delivery: DigestDelivery, changes, total: int):
     zone = schedule.zone if schedule else timezone.get_default_timezone()
     records = list(changes[: settings.DIGEST_MAX_RECORDS])
     items = [
-        {
-            "record": record,
-            "what": "new" if record.first_seen_at == record.changed_at else "updated",
-            "changed_local": record.changed_at.astimezone(zone),
-        }
+        {"record": record, "is_new": record.first_seen_at == record.changed_at}
         for record in records
     ]
     context = {
         "tenant": tenant_current(),
         "user": delivery.user,
+        "delivery": delivery,
         "total": total,
         "items": items,
         "more": total - len(records),
-        "since_local": delivery.since.astimezone(zone),
-        "until_local": delivery.until.astimezone(zone),
         "zone_name": str(zone),
         "schedule_text": schedule.describe() if schedule else "",
     }
-    return email_build(name="digest", context=context, to=[delivery.user.email])
+    with timezone.override(zone):  # the template's date filters show the user's local time
+        return email_build(name="digest", context=context, to=[delivery.user.email])

@@ -12,5 +12,6 @@ from tenants.models import Tenant
 
 @shared_task(base=TenantJob, name=SYNC.task_name, bind=True, ignore_result=True)
 def sync_tenant(self) -> None:
-    tenant = Tenant.objects.get(pk=connection.tenant.pk)  # fresh: the worker caches tenants
+    # Fresh, by schema: the worker caches tenant rows, which may be stale or recreated.
+    tenant = Tenant.objects.get(schema_name=connection.schema_name)
     sync_run(tenant=tenant, task_id=self.request.id or "")

@@ -23,13 +23,13 @@ def celery_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def celery_process(kind: str, log: Path, *extra: str):
+def celery_process(kind: str, log: Path, *extra: str, env: dict[str, str] | None = None):
     """Run `celery -A config <kind>` until the block ends; its output goes to `log`."""
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", kind, "--loglevel", "INFO", *extra],
             cwd=ROOT,
-            env=celery_env(),
+            env={**celery_env(), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -2,25 +2,32 @@
 
 Three tenants sync every 2, 3 and 5 s. The test checks that each tenant's runs
 land in its own schema at its own pace, that an interval saved through the
-model is picked up, that pause stops the runs and delete removes the task, and
-that a task without a tenant is refused by the worker.
+model is picked up, that pause stops the runs and delete removes the task, that
+each due user gets one digest through the tenant's dispatcher, and that a task
+without a tenant is refused by the worker.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import timedelta
+from email import message_from_bytes
 
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_tenants.utils import schema_context
 
 from config.celery import app
+from notifications.models import DigestDelivery
 from scheduling import metrics
 from scheduling.jobs import SYNC
 from scheduling.models import SyncRun
+from scheduling.services import records_upsert, user_schedule_update
+from scheduling.sources import demo_records
+from tenants.accounts.models import User
 from tenants.models import Tenant
 from tenants.services import tenant_create, tenant_delete, tenant_pause
 from tests.processes import celery_process, wait_until
@@ -49,9 +56,34 @@ def e2e_tenants():
         tenant_delete(tenant=tenant)
 
 
-def test_beat_and_worker_run_each_tenant_in_its_own_schema(e2e_tenants, tmp_path):
+@pytest.fixture
+def e2e_digests(e2e_tenants):
+    """In e2e-five, two users whose hourly digest is due now and one whose weekly one is not,
+    and records that changed within the hour for the digests to list."""
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    with schema_context("e2e-five"):
+        records_upsert(records=demo_records(run_number=0, now=timezone.now()), now=timezone.now())
+        due = [User.objects.get(email="a@e2e-five.test")]
+        due.append(User.objects.create_user("due@e2e-five.test", "x-pass-1234"))
+        later = User.objects.create_user("later@e2e-five.test", "x-pass-1234")
+        for user in due:
+            user_schedule_update(user=user, frequency="hourly", now=two_hours_ago)
+        user_schedule_update(user=later, frequency="weekly", hour=9, weekday=0)
+    return sorted(user.email for user in due)
+
+
+def _sent_mail(folder) -> list[str]:
+    return sorted(message_from_bytes(path.read_bytes())["To"] for path in folder.glob("*.log"))
+
+
+def test_beat_and_worker_run_each_tenant_in_its_own_schema(e2e_digests, tmp_path):
     redis.Redis.from_url(settings.REDIS.client).delete("celery")  # no stale messages
     refused_before = metrics.refused_task_count()
+    mailbox = tmp_path / "mail"
+    file_mail = {
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(mailbox),
+    }
 
     with (
         celery_process(
@@ -61,6 +93,7 @@ def test_beat_and_worker_run_each_tenant_in_its_own_schema(e2e_tenants, tmp_path
             "2",
             "--without-mingle",
             "--without-gossip",
+            env=file_mail,
         ),
         celery_process("beat", tmp_path / "beat.log", "--max-interval", "1"),
     ):
@@ -110,6 +143,15 @@ def test_beat_and_worker_run_each_tenant_in_its_own_schema(e2e_tenants, tmp_path
         time.sleep(4)
         assert len(_runs("e2e-two")) == paused_count
         assert PeriodicTask.objects.get(name="tenant:e2e-two:sync").enabled is False
+
+        # 4. Each due user got one digest, through many runs of the 2 s dispatcher.
+        wait_until(lambda: len(_sent_mail(mailbox)) >= 2, timeout=10, what="two digests")
+        time.sleep(3)  # more dispatcher runs: none may send again
+        assert _sent_mail(mailbox) == e2e_digests
+        with schema_context("e2e-five"):
+            deliveries = list(DigestDelivery.objects.values_list("user__email", "status"))
+        assert sorted(deliveries) == [(email, "sent") for email in e2e_digests]
+        assert PeriodicTask.objects.get(name="tenant:e2e-five:digests").total_run_count >= 3
 
     worker_log = (tmp_path / "worker.log").read_text()
     assert "Refused tenant task scheduling.sync_tenant" in worker_log
