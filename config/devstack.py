@@ -212,6 +212,7 @@ def _run_processes(env: dict[str, str], port: int) -> int:
     env.setdefault("DEBUG", "true")
     env.setdefault("SITE_PORT", str(port))
     env.setdefault("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+    env.setdefault("DIGEST_DISPATCH_INTERVAL", "60")  # the demo's first digests within a minute
     env["PYTHONUNBUFFERED"] = "1"
     manage = [PYTHON, "manage.py"]
     celery = [PYTHON, "-m", "celery", "-A", "config"]
@@ -219,6 +220,7 @@ def _run_processes(env: dict[str, str], port: int) -> int:
     try:
         subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
         subprocess.run([*manage, "seed_demo"], cwd=ROOT, env=env, check=True)
+        subprocess.run([*manage, "setup_schedules"], cwd=ROOT, env=env, check=True)
         subprocess.run([*manage, "reconcile_schedules"], cwd=ROOT, env=env, check=True)
         group.start("web", [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env)
         group.start("beat", [*celery, "beat", "--loglevel", "INFO"], env)
