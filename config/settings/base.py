@@ -55,6 +55,8 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "scheduling.platform",
+    # After django_celery_beat: its admin replaces the library's PeriodicTask admin.
+    "scheduling.audit",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -62,6 +64,7 @@ TENANT_APPS = [
     "tenants.accounts",
     "django.contrib.sessions",
     "scheduling",
+    "scheduling.audit",
     "notifications",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
@@ -107,6 +110,8 @@ SYNC_FETCH_ALLOW_PRIVATE = env_bool("SYNC_FETCH_ALLOW_PRIVATE", False)
 SYNC_FETCH_CONNECT_TIMEOUT = env_int("SYNC_FETCH_CONNECT_TIMEOUT", 5, minimum=1)
 SYNC_FETCH_READ_TIMEOUT = env_int("SYNC_FETCH_READ_TIMEOUT", 20, minimum=1)
 SYNC_FETCH_MAX_BYTES = env_int("SYNC_FETCH_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
+# Run history (SyncRun rows in every tenant schema) older than this is deleted nightly.
+RUN_HISTORY_DAYS = env_int("RUN_HISTORY_DAYS", 90, minimum=1)
 if TENANT_SYNC_INTERVAL_MIN > TENANT_SYNC_INTERVAL_MAX:
     raise ImproperlyConfigured("TENANT_SYNC_INTERVAL_MIN must not exceed TENANT_SYNC_INTERVAL_MAX.")
 
@@ -129,6 +134,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "scheduling.audit.middleware.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -190,6 +196,7 @@ CACHES = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS.broker)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
+CELERY_RESULT_EXPIRES = None  # no result backend, so no celery.backend_cleanup task in beat
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
-from django_tenants.utils import schema_context, schema_exists
+from django_tenants.utils import get_public_schema_name, schema_context, schema_exists
 
 from scheduling.jobs import DIGEST_DISPATCH, SYNC, Job
 from scheduling.models import UserSchedule
@@ -190,13 +191,53 @@ def tenant_schedules_ensure(*, tenant: Tenant) -> list[TaskChange]:
     return [sync_schedule_ensure(tenant=tenant), digest_dispatcher_ensure(tenant=tenant)]
 
 
+def header_schema(task: PeriodicTask) -> str | None:
+    """The `_schema_name` a task's headers name, or None."""
+    try:
+        headers = json.loads(task.headers or "{}")
+    except ValueError:
+        return None
+    schema = headers.get("_schema_name") if isinstance(headers, dict) else None
+    return schema if isinstance(schema, str) else None
+
+
+def _tasks_with_a_tenant_header():
+    return PeriodicTask.objects.filter(headers__contains='"_schema_name"')
+
+
 def tenant_schedules_remove(*, tenant: Tenant) -> int:
-    """Delete every periodic task linked to the tenant, or named after it."""
+    """Delete every periodic task of the tenant: linked to it, named after it, or
+    sent with its schema in the header (an operator's schedule of a tenant job)."""
     with transaction.atomic():
-        linked = PeriodicTask.objects.filter(tenant_link__tenant=tenant)
-        named = PeriodicTask.objects.filter(name__startswith=f"tenant:{tenant.schema_name}:")
-        deleted, _ = (linked | named).delete()
+        headed = [
+            task.pk
+            for task in _tasks_with_a_tenant_header().filter(headers__contains=tenant.schema_name)
+            if header_schema(task) == tenant.schema_name
+        ]
+        doomed = PeriodicTask.objects.filter(
+            Q(tenant_link__tenant=tenant)
+            | Q(name__startswith=f"tenant:{tenant.schema_name}:")
+            | Q(pk__in=headed)
+        )
+        deleted, _ = doomed.delete()
         PeriodicTasks.update_changed()
+    return deleted
+
+
+def _orphans_delete(*, schemas: set[str]) -> list[str]:
+    """Delete tasks of tenants that are gone, by name or by header; return what was deleted."""
+    deleted = []
+    for task in PeriodicTask.objects.filter(
+        Q(name__startswith="tenant:") | Q(pk__in=_tasks_with_a_tenant_header())
+    ).order_by("name"):
+        named = task.name.split(":")[1] if task.name.startswith("tenant:") else None
+        schema = header_schema(task)
+        gone = (named is not None and named not in schemas) or (
+            schema is not None and schema != get_public_schema_name() and schema not in schemas
+        )
+        if gone:
+            task.delete()
+            deleted.append(f"deleted {task.name} (no such tenant)")
     return deleted
 
 
@@ -211,11 +252,9 @@ def schedules_reconcile(*, dry_run: bool = False) -> list[str]:
     with transaction.atomic():
         for tenant in Tenant.objects.order_by("schema_name"):
             changes += [c.describe() for c in tenant_schedules_ensure(tenant=tenant) if c.written]
-        schemas = set(Tenant.objects.values_list("schema_name", flat=True))
-        for task in PeriodicTask.objects.filter(name__startswith="tenant:").order_by("name"):
-            if task.name.split(":")[1] not in schemas:
-                task.delete()
-                changes.append(f"deleted {task.name} (no such tenant)")
+        changes += _orphans_delete(
+            schemas=set(Tenant.objects.values_list("schema_name", flat=True))
+        )
         if changes:
             PeriodicTasks.update_changed()
         if dry_run:
