@@ -5,7 +5,7 @@ Every Celery task of the project is declared with one of the two bases below:
   PlatformJob  runs in the public schema, and says so explicitly.
 A TenantJob that arrives without the header, with the public schema, or with a
 schema that is no tenant's, is refused: logged with its task id, counted, and
-never run.
+never run. One for a paused tenant is skipped and logged.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tenant_schemas_celery.app import get_schema_name_from_task
 from tenant_schemas_celery.task import TenantTask
 
 from scheduling import metrics
+from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,13 @@ class TenantJob(TenantTask):
                 self.request.id,
                 schema,
                 connection.schema_name,
+            )
+            return None
+        if not Tenant.objects.filter(schema_name=schema, status=Tenant.Status.ACTIVE).exists():
+            # Paused: its periodic tasks are disabled, but a message may already be queued,
+            # or an operator's schedule may name it. Work resumes with the tenant.
+            logger.info(
+                "Skipped tenant task %s[%s]: %s is paused", self.name, self.request.id, schema
             )
             return None
         return super().__call__(*args, **kwargs)

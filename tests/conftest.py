@@ -1,8 +1,10 @@
-"""Standing people (STYLE.md 12): an admin and a member of tenant A, an outsider from B."""
+"""Standing people (STYLE.md 12): an admin and a member of tenant A, an outsider from B,
+and an operator signed in to the operator site."""
 
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
@@ -47,7 +49,6 @@ def outsider_b(tenant_b):
 
 def site_client(tenant=None) -> Client:
     """A test client whose requests go to the tenant's host, or the operator site."""
-    from django.conf import settings
 
     host = tenant.primary_host if tenant is not None else settings.BASE_DOMAIN
     return Client(HTTP_HOST=host)
@@ -57,4 +58,17 @@ def logged_in(tenant, user) -> Client:
     client = site_client(tenant)
     response = client.post("/login/", {"username": user.email, "password": PASSWORD})
     assert response.status_code == 302, "login failed"
+    return client
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return User.objects.create_user("ops@platform.test", PASSWORD, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def operator_client(operator) -> Client:
+    client = Client(HTTP_HOST=settings.BASE_DOMAIN)
+    response = client.post("/login/", {"username": operator.email, "password": PASSWORD})
+    assert response.status_code == 302, "operator login failed"
     return client

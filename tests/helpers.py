@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.admin.widgets import AdminSplitDateTime
+from django.forms import CheckboxInput
+from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +40,26 @@ def run_manage(*args: str, env: dict[str, str] | None = None, timeout: float = 1
         text=True,
         timeout=timeout,
     )
+
+
+def admin_form_data(client: Client, url: str, **changes) -> dict:
+    """An admin change form's own values, as a browser posts them back, with `changes`."""
+    context = client.get(url).context
+    fields = list(context["adminform"].form)
+    for inline in context["inline_admin_formsets"]:
+        fields += list(inline.formset.management_form)
+        fields += [field for form in inline.formset.forms for field in form]
+    data: dict = {}
+    for field in fields:
+        value = changes.get(field.name, field.value())
+        widget = field.field.widget
+        if isinstance(widget, AdminSplitDateTime):
+            if value:
+                raise NotImplementedError("split date-times with a value")
+            data |= {f"{field.html_name}_0": "", f"{field.html_name}_1": ""}
+        elif isinstance(widget, CheckboxInput):
+            if value:
+                data[field.html_name] = "on"
+        else:
+            data[field.html_name] = "" if value is None else value
+    return data

@@ -13,7 +13,6 @@ system unless it says otherwise with `acting_as`.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, schema_
 
 from scheduling.audit.models import Action, ActorKind, AuditEvent
 from scheduling.models import UserSchedule
+from scheduling.platform.services import header_schema
 from tenants.models import Tenant
 
 # Events about a tenant that never go into its schema: it does not exist yet, or is going away.
@@ -394,7 +394,7 @@ def periodic_task_snapshots(*, task_ids: Iterable[int]) -> dict[int, TaskSnapsho
 def _task_tenant_slugs(tasks: list[PeriodicTask]) -> dict[int, str]:
     """Each task's tenant: its link, else its `_schema_name` header if that names a tenant."""
     slugs = {t.pk: t.tenant_link.tenant.schema_name for t in tasks if hasattr(t, "tenant_link")}
-    claimed = {t.pk: _header_schema(t.headers) for t in tasks if t.pk not in slugs}
+    claimed = {t.pk: header_schema(t) or "" for t in tasks if t.pk not in slugs}
     # A header is only a claim (anyone may type one in the admin): believe it for a real tenant.
     known = set(
         Tenant.objects.filter(schema_name__in=set(claimed.values())).values_list(
@@ -402,14 +402,6 @@ def _task_tenant_slugs(tasks: list[PeriodicTask]) -> dict[int, str]:
         )
     )
     return slugs | {pk: slug for pk, slug in claimed.items() if slug in known}
-
-
-def _header_schema(headers: str) -> str:
-    try:
-        value = json.loads(headers or "{}").get("_schema_name", "")
-    except (ValueError, AttributeError):  # not JSON, or not an object
-        return ""
-    return value if isinstance(value, str) else ""
 
 
 def periodic_tasks_audit_saved(

@@ -63,7 +63,12 @@ from scheduling.platform.schedule_checks import (
     spec_clean,
     when_key,
 )
-from scheduling.platform.services import TaskChange, interval_schedule_get, tenant_headers
+from scheduling.platform.services import (
+    TaskChange,
+    header_schema,
+    interval_schedule_get,
+    tenant_headers,
+)
 from tenants.models import Tenant
 
 __all__ = [
@@ -313,11 +318,8 @@ def task_tenant_slug(*, task: PeriodicTask) -> str | None:
     link = getattr(task, "tenant_link", None)  # RelatedObjectDoesNotExist is an AttributeError
     if link is not None:
         return link.tenant.schema_name
-    headers = _json_or_raw(task.headers, "{}")
-    slug = headers.get("_schema_name") if isinstance(headers, dict) else None
-    if not isinstance(slug, str) or not slug or slug == get_public_schema_name():
-        return None
-    return slug
+    slug = header_schema(task)
+    return None if not slug or slug == get_public_schema_name() else slug
 
 
 def task_kind(*, task: PeriodicTask) -> str | None:

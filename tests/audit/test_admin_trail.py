@@ -12,8 +12,9 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTa
 
 from scheduling.audit.services import Actor, acting_as
 from tenants.services import tenant_pause
-from tests.audit.conftest import admin_form_data, events
+from tests.audit.conftest import events
 from tests.conftest import logged_in
+from tests.helpers import admin_form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -168,11 +169,14 @@ def test_run_now_is_recorded_per_task(tenant_a, operator_client):
     broker = redis.Redis.from_url(settings.REDIS.client)
     try:
         response = _action(operator_client, "run_tasks", [task])
-        assert broker.llen(task.queue) == 1
+        [message] = [json.loads(raw) for raw in broker.lrange(task.queue, 0, -1)]
     finally:
         broker.delete(task.queue)
 
     assert response.status_code == 302
+    # The task's own tenant header, not the public schema of the admin request.
+    assert message["headers"]["_schema_name"] == "acme"
+    assert message["headers"]["task"] == "scheduling.sync_tenant"
     [run] = events("acme", action="periodic_task.run")
     assert (run.target, run.actor_kind) == ("tenant:acme:sync", "operator")
 

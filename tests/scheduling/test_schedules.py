@@ -86,3 +86,73 @@ def test_each_tenant_gets_its_own_task(tenant_a, tenant_b):
         for link in TenantTask.objects.select_related("tenant", "periodic_task")
     }
     assert headers == {"acme": "acme", "globex": "globex"}
+
+
+def _operator_sync(tenant, name="nightly-sync"):
+    from scheduling.platform.schedules import Interval, schedule_create
+
+    schedule_create(name=name, task_name=SYNC.task_name, when=Interval(seconds=3600), tenant=tenant)
+    return PeriodicTask.objects.get(name=name)
+
+
+def test_deleting_a_tenant_removes_operator_schedules_that_name_it(tenant_a, tenant_b):
+    _operator_sync(tenant_a, "acme-nightly")
+    _operator_sync(tenant_b, "globex-nightly")
+
+    tenant_delete(tenant=tenant_a)
+
+    assert not PeriodicTask.objects.filter(name="acme-nightly").exists()
+    assert PeriodicTask.objects.filter(name="globex-nightly").exists()
+
+
+def test_reconcile_deletes_tasks_whose_header_names_a_tenant_that_is_gone(tenant_a):
+    from scheduling.platform.services import schedules_reconcile
+
+    task = _operator_sync(tenant_a, "left-behind")
+    PeriodicTask.objects.filter(pk=task.pk).update(headers=json.dumps({"_schema_name": "gone"}))
+
+    assert schedules_reconcile() == ["deleted left-behind (no such tenant)"]
+    assert PeriodicTask.objects.filter(name="tenant:acme:sync").exists()
+
+
+def test_run_now_sends_the_tasks_own_header_and_arguments(tenant_a, settings):
+    import redis
+
+    from scheduling.platform.services import periodic_task_run_now
+
+    task = _operator_sync(tenant_a, "run-me")
+    task.queue = "run-now-test"
+    task.save()
+    broker = redis.Redis.from_url(settings.REDIS.client)
+    try:
+        task_id = periodic_task_run_now(task=task)
+        [raw] = broker.lrange("run-now-test", 0, -1)
+    finally:
+        broker.delete("run-now-test")
+
+    message = json.loads(raw)
+    assert message["headers"]["_schema_name"] == "acme"
+    assert message["headers"]["id"] == task_id
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"task": "os.system"}, "is not a registered job"),
+        ({"headers": json.dumps({"_schema_name": "public"})}, "names no tenant"),
+        ({"headers": "{}"}, "names no tenant"),
+        ({"args": '{"not": "a list"}'}, "must be a JSON list"),
+        ({"kwargs": "not json"}, "must be a JSON list"),
+    ],
+)
+def test_run_now_refuses_what_cannot_run(tenant_a, change, message):
+    from django.core.exceptions import ValidationError
+
+    from scheduling.platform.services import periodic_task_run_now
+
+    task = _sync_task("acme")
+    for key, value in change.items():
+        setattr(task, key, value)
+
+    with pytest.raises(ValidationError, match=message):
+        periodic_task_run_now(task=task)

@@ -164,3 +164,16 @@ def test_a_sync_task_with_the_header_runs_in_that_schema_only(tenant_a, tenant_b
         assert SyncRun.objects.get().task_id == result.id
     with schema_context("acme"):
         assert not SyncRun.objects.exists()
+
+
+def test_a_task_for_a_paused_tenant_is_skipped(tenant_a, caplog):
+    from tenants.services import tenant_pause
+
+    tenant_pause(tenant=tenant_a)
+    with caplog.at_level("INFO", logger="scheduling.jobs"):
+        result = sync_tenant.apply(headers={"_schema_name": "acme"})
+
+    assert result.successful()
+    assert "acme is paused" in caplog.text
+    with schema_context("acme"):
+        assert not SyncRun.objects.exists()
