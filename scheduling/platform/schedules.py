@@ -18,6 +18,8 @@ Rules:
   - A call that would change nothing writes nothing: each PeriodicTask write
     makes the stock beat reload every schedule.
   - An unknown name raises ScheduleNotFound, a PeriodicTask.DoesNotExist.
+  - Every change is recorded in the audit trail, with the actor of the
+    surrounding scheduling.audit.services.acting_as() block (system by default).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ from django_celery_beat.models import (
 )
 from django_tenants.utils import get_public_schema_name
 
+from scheduling.audit.services import (
+    periodic_task_snapshots,
+    periodic_tasks_audit_deleted,
+    periodic_tasks_audit_saved,
+)
 from scheduling.intervals import describe_interval
 from scheduling.jobs import CLEANUP, HEARTBEAT, JOBS, RECONCILE, SYNC, Job
 from scheduling.platform.maintenance import run_history_summary
@@ -145,6 +152,7 @@ def schedule_create(
         with transaction.atomic():
             _task_assign(task, spec=spec, names=_fields_desired(spec))
             task.save()
+            periodic_tasks_audit_saved(before={}, task_ids=[task.pk])
     except IntegrityError:
         if not PeriodicTask.objects.filter(name=name).exists():
             raise
@@ -168,7 +176,11 @@ def schedule_update(*, name: str, **changes: Any) -> TaskChange:
             fresh |= {"when", "expires"}
         spec = dataclasses.replace(_spec_of(task), **changes)
         spec = spec_clean(spec, fresh=frozenset(fresh), now=timezone.now())
-        return _task_write(task, spec=spec)
+        before = periodic_task_snapshots(task_ids=[task.pk])
+        change = _task_write(task, spec=spec)
+        if change.written:
+            periodic_tasks_audit_saved(before=before, task_ids=[task.pk])
+        return change
 
 
 def schedule_ensure(
@@ -219,14 +231,20 @@ def schedule_disable(*, name: str) -> TaskChange:
         task = _task_get(name, for_update=True)
         if not task.enabled:
             return TaskChange(task=task, action=None)
+        before = periodic_task_snapshots(task_ids=[task.pk])
         task.enabled = False
         task.save(update_fields=_update_fields(["enabled"]))
+        periodic_tasks_audit_saved(before=before, task_ids=[task.pk])
     return TaskChange(task=task, action="updated", fields=["enabled"])
 
 
 def schedule_delete(*, name: str) -> None:
     reserved_refuse(name)
-    _task_get(name).delete()  # PeriodicTask.delete tells beat
+    with transaction.atomic():
+        task = _task_get(name, for_update=True)
+        before = periodic_task_snapshots(task_ids=[task.pk])
+        task.delete()  # PeriodicTask.delete tells beat
+        periodic_tasks_audit_deleted(before=before)
 
 
 def schedule_status(*, name: str) -> dict[str, Any]:

@@ -241,3 +241,36 @@ def test_the_bulk_delete_action_records_each_task(tenant_a, tenant_b, operator_c
     assert [e.target for e in events("acme", action="periodic_task.deleted")] == [
         "tenant:acme:sync"
     ]
+
+
+def test_the_operator_schedule_api_records_each_change_with_its_actor(tenant_a, tenant_b, operator):
+    from scheduling.platform.schedules import (
+        Interval,
+        schedule_create,
+        schedule_delete,
+        schedule_disable,
+        schedule_update,
+    )
+
+    with acting_as(Actor.for_user(operator)):
+        schedule_create(
+            name="acme-hourly",
+            task_name="scheduling.sync_tenant",
+            when=Interval(seconds=3600),
+            tenant=tenant_a,
+        )
+        schedule_update(name="acme-hourly", when=Interval(seconds=7200))
+        schedule_update(name="acme-hourly", when=Interval(seconds=7200))  # no change: no event
+        schedule_disable(name="acme-hourly")
+        schedule_delete(name="acme-hourly")
+
+    trail = [(e.action, e.actor_kind) for e in events("acme", target="acme-hourly")]
+    assert trail == [
+        ("periodic_task.created", "operator"),
+        ("periodic_task.changed", "operator"),
+        ("periodic_task.changed", "operator"),
+        ("periodic_task.deleted", "operator"),
+    ]
+    changed = events("acme", target="acme-hourly", action="periodic_task.changed")
+    assert changed[1].before == {"enabled": True} and changed[1].after == {"enabled": False}
+    assert events("globex", target="acme-hourly") == []
