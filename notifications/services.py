@@ -9,20 +9,20 @@ from __future__ import annotations
 import logging
 import smtplib
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
 from notifications.emails import email_build
 from notifications.models import DigestDelivery
 from notifications.selectors import digest_changes
 from scheduling.jobs import DIGEST_SEND
-from scheduling.models import UserSchedule
+from scheduling.models import SyncRun, UserSchedule
 from scheduling.recurrence import PERIOD_LENGTH
 from tenants.selectors import tenant_current
 
@@ -30,6 +30,13 @@ logger = logging.getLogger(__name__)
 
 # Bounds one dispatcher run; what is left waits for the next run, a few minutes on.
 MAX_BATCHES_PER_RUN = 20
+# A delivery still pending this long after it was queued lost its message (a worker
+# crash, a paused tenant, a broker hiccup) and is queued again; after a day it fails.
+REQUEUE_AFTER = timedelta(minutes=10)
+GIVE_UP_AFTER = timedelta(days=1)
+# A sync stamps changed_at before it commits, so a digest window must not end after
+# the start of a sync still running; one running longer than this is taken as dead.
+SYNC_RUN_HORIZON = timedelta(minutes=10)
 
 
 class DigestSendError(Exception):
@@ -45,12 +52,13 @@ def digests_dispatch(*, now: datetime | None = None) -> int:
     (user, period) delivery keeps a repeated dispatch from queuing anything twice.
     """
     now = now or timezone.now()
-    queued = 0
+    until = _window_end(now=now)
+    queued = _stale_requeue(now=now)
     for _ in range(MAX_BATCHES_PER_RUN):
         with transaction.atomic():
             due = _due_schedules(now=now)
             for schedule in due:
-                queued += _dispatch_one(schedule=schedule, now=now)
+                queued += _dispatch_one(schedule=schedule, now=now, until=until)
             UserSchedule.objects.bulk_update(due, ["next_due_at"])  # no signals: liveness unchanged
         if len(due) < settings.DIGEST_DISPATCH_BATCH:
             break
@@ -70,26 +78,52 @@ def _due_schedules(*, now: datetime) -> list[UserSchedule]:
     )
 
 
-def _dispatch_one(*, schedule: UserSchedule, now: datetime) -> int:
+def _window_end(*, now: datetime) -> datetime:
+    running = SyncRun.objects.filter(
+        status=SyncRun.Status.RUNNING, started_at__gte=now - SYNC_RUN_HORIZON
+    ).aggregate(first=Min("started_at"))["first"]
+    return min(now, running) if running else now
+
+
+def _dispatch_one(*, schedule: UserSchedule, now: datetime, until: datetime) -> int:
     period = schedule.next_due_at
     schedule.next_due_at = schedule.next_due_after(now)
     if not schedule.user.is_active:
         return 0
-    since = schedule.previous_until or now - PERIOD_LENGTH[schedule.frequency]
+    since = schedule.previous_until or until - PERIOD_LENGTH[schedule.frequency]
     delivery, created = DigestDelivery.objects.get_or_create(
-        user=schedule.user, period=period, defaults={"since": min(since, now), "until": now}
+        user=schedule.user, period=period, defaults={"since": min(since, until), "until": until}
     )
-    if not created:
-        return 0
+    if created:
+        _send_on_commit(delivery)
+    return int(created)
+
+
+def _send_on_commit(delivery: DigestDelivery) -> None:
     schema = connection.schema_name
     transaction.on_commit(
         lambda: current_app.send_task(
             DIGEST_SEND.task_name,
             args=[str(delivery.public_id)],
             headers={"_schema_name": schema},
-        )
+        ),
+        robust=True,  # a broker error loses this message only; _stale_requeue retries it
     )
-    return 1
+
+
+def _stale_requeue(*, now: datetime) -> int:
+    """Queue again the deliveries whose message was lost; fail those lost for too long."""
+    pending = DigestDelivery.objects.filter(status=DigestDelivery.Status.PENDING)
+    pending.filter(created_at__lt=now - GIVE_UP_AFTER).update(
+        status=DigestDelivery.Status.FAILED, error="Never sent: the send task did not run."
+    )
+    stale = list(
+        pending.filter(created_at__lt=now - REQUEUE_AFTER)[: settings.DIGEST_DISPATCH_BATCH]
+    )
+    with transaction.atomic():
+        for delivery in stale:
+            _send_on_commit(delivery)
+    return len(stale)
 
 
 def digest_send(*, delivery_id: str, task_id: str = "", final: bool = True) -> DigestDelivery:

@@ -102,6 +102,7 @@ def _run_finish(
     return run
 
 
+@transaction.atomic  # the schedule, its dispatcher and its audit event stand or fall together
 def user_schedule_update(
     *,
     user: User,
@@ -119,9 +120,9 @@ def user_schedule_update(
     the same settings again neither skips nor repeats a digest. The zone
     defaults to the one the schedule already has, else the tenant's.
     """
-    schedule = UserSchedule.objects.filter(user=user, kind=kind).first() or UserSchedule(
-        user=user, kind=kind, timezone=tenant_current().timezone
-    )
+    schedule = UserSchedule.objects.select_for_update().filter(
+        user=user, kind=kind
+    ).first() or UserSchedule(user=user, kind=kind, timezone=tenant_current().timezone)
     rule_before = _schedule_rule(schedule) if schedule.pk else None
     schedule.frequency, schedule.hour, schedule.weekday = frequency, hour, weekday
     schedule.enabled = enabled

@@ -5,12 +5,12 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.admin import PeriodicTaskAdmin, PeriodicTaskForm
 from django_celery_beat.models import PeriodicTask
 
 from scheduling.audit import services
 from scheduling.audit.models import AuditEvent
-from scheduling.platform.services import periodic_task_run_now
+from scheduling.platform.services import headers_parse, periodic_task_run_now
 
 SUMMARY_LENGTH = 120
 
@@ -63,6 +63,13 @@ class AuditEventAdmin(admin.ModelAdmin):
         return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 1] + "…"
 
 
+class CheckedPeriodicTaskForm(PeriodicTaskForm):
+    def clean_headers(self):
+        # Beat loads every row's headers as a JSON object; one bad row would stop it loading.
+        headers_parse(self.cleaned_data["headers"])
+        return self.cleaned_data["headers"]
+
+
 class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
     """django-celery-beat's admin, with every operator edit, bulk action and run recorded.
 
@@ -71,6 +78,8 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
     (including its PeriodicTasks.update_changed()), then record what changed.
     Actions run outside the admin's transaction, hence the atomic blocks.
     """
+
+    form = CheckedPeriodicTaskForm
 
     def save_model(self, request, obj, form, change):
         before = services.periodic_task_snapshots(task_ids=[obj.pk]) if change else {}

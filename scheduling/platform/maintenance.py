@@ -1,4 +1,4 @@
-"""Run history across every tenant's schema: how much there is, and its retention.
+"""Run and delivery history across every tenant's schema: how much there is, and its retention.
 
 These functions run from the public schema (platform jobs, commands) and visit
 each tenant's schema in turn; nothing here is ever scoped by a tenant id.
@@ -14,6 +14,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from notifications.models import DigestDelivery
 from scheduling.models import SyncRun
 from tenants.models import Tenant
 
@@ -26,16 +27,19 @@ class RunSummary:
 
 
 def run_history_cleanup(*, older_than: timedelta, now: datetime | None = None) -> dict[str, int]:
-    """Delete every tenant's SyncRuns that started before now - older_than.
+    """Delete every tenant's SyncRuns that started, and digest deliveries that were
+    due, before now - older_than.
 
-    Returns the number deleted per tenant slug (zeros included), so the caller
-    can log what each schema lost.
+    Returns the number of rows deleted per tenant slug (zeros included), so the
+    caller can log what each schema lost.
     """
     cutoff = (now or timezone.now()) - older_than
     deleted: dict[str, int] = {}
     for schema in Tenant.objects.order_by("schema_name").values_list("schema_name", flat=True):
         with schema_context(schema):
-            deleted[schema], _ = SyncRun.objects.filter(started_at__lt=cutoff).delete()
+            runs, _ = SyncRun.objects.filter(started_at__lt=cutoff).delete()
+            deliveries, _ = DigestDelivery.objects.filter(period__lt=cutoff).delete()
+            deleted[schema] = runs + deliveries
     return deleted
 
 

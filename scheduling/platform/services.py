@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
@@ -24,6 +25,8 @@ from scheduling.jobs import DIGEST_DISPATCH, SYNC, Job, job_for_task
 from scheduling.models import UserSchedule
 from scheduling.platform.models import TenantTask
 from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
 
 
 def tenant_task_name(*, tenant: Tenant, kind: str) -> str:
@@ -109,6 +112,17 @@ def _link_ensure(*, tenant: Tenant, kind: str, task: PeriodicTask) -> str:
     return note
 
 
+# What every per-tenant task holds besides its interval: hand edits of these are put back.
+_STANDING_FIELDS = {
+    "crontab": None,
+    "solar": None,
+    "clocked": None,
+    "one_off": False,
+    "expires": None,
+    "expire_seconds": None,
+}
+
+
 def sync_schedule_ensure(*, tenant: Tenant) -> TaskChange:
     """`tenant:<schema>:sync` every sync_interval, enabled while the tenant is active."""
     interval = interval_schedule_get(seconds=int(tenant.sync_interval.total_seconds()))
@@ -116,14 +130,7 @@ def sync_schedule_ensure(*, tenant: Tenant) -> TaskChange:
         tenant=tenant,
         job=SYNC,
         kind=TenantTask.Kind.SYNC,
-        fields={
-            "interval": interval,
-            "crontab": None,
-            "solar": None,
-            "clocked": None,
-            "one_off": False,
-            "enabled": tenant.is_active,
-        },
+        fields={"interval": interval, "enabled": tenant.is_active, **_STANDING_FIELDS},
     )
 
 
@@ -147,11 +154,25 @@ def _next_phase_start(*, tenant: Tenant, every: int, now: datetime) -> datetime:
 
 
 def _digests_wanted(*, tenant: Tenant) -> bool:
-    if not tenant.is_active:
-        return False
+    if not tenant.is_active or not schema_exists(tenant.schema_name):
+        return False  # a schema still being onboarded, or lost, has no one to send to
     with schema_context(tenant.schema_name):
         # NULL next_due_at means off or paused (a DB constraint), so this reads the partial index.
-        return UserSchedule.objects.filter(next_due_at__isnull=False).exists()
+        live = UserSchedule.objects.filter(next_due_at__isnull=False, user__is_active=True)
+        return live.exists()
+
+
+def _tenant_lock(*, tenant: Tenant, purpose: str) -> None:
+    """Serialise this purpose for this tenant until the transaction ends.
+
+    Two users changing their digests at once would otherwise each decide on a
+    snapshot without the other's change, and could leave the dispatcher off
+    while one of them has digests on, or both try to create it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{purpose}:{tenant.schema_name}"]
+        )
 
 
 def digest_dispatcher_ensure(*, tenant: Tenant) -> TaskChange:
@@ -163,29 +184,27 @@ def digest_dispatcher_ensure(*, tenant: Tenant) -> TaskChange:
     phase is set through start_time whenever the task starts running again, and
     beat then keeps the rhythm from its last run.
     """
-    name = tenant_task_name(tenant=tenant, kind=TenantTask.Kind.DIGESTS)
-    task = PeriodicTask.objects.select_related("interval").filter(name=name).first()
-    if task is None and not schema_exists(tenant.schema_name):
-        return TaskChange(task=None, action=None)  # a tenant being onboarded has no users yet
-    wanted = _digests_wanted(tenant=tenant)
-    if task is None and not wanted:
-        return TaskChange(task=None, action=None)
-    every = settings.DIGEST_DISPATCH_INTERVAL
-    fields: dict = {"enabled": wanted, "crontab": None, "solar": None, "clocked": None}
-    restarting = (
-        task is None
-        or (wanted and not task.enabled)
-        or getattr(task.interval, "every", None) != every
-    )
-    if restarting:
-        fields |= {
-            "interval": interval_schedule_get(seconds=every),
-            "start_time": _next_phase_start(tenant=tenant, every=every, now=timezone.now()),
-            "last_run_at": None,
-        }
-    return _task_upsert(
-        tenant=tenant, job=DIGEST_DISPATCH, kind=TenantTask.Kind.DIGESTS, fields=fields
-    )
+    with transaction.atomic():
+        # Lock first, then read: under READ COMMITTED the reads below then see
+        # whatever the previous holder committed.
+        _tenant_lock(tenant=tenant, purpose="digests")
+        name = tenant_task_name(tenant=tenant, kind=TenantTask.Kind.DIGESTS)
+        task = PeriodicTask.objects.filter(name=name).first()
+        wanted = _digests_wanted(tenant=tenant)
+        if task is None and not wanted:
+            return TaskChange(task=None, action=None)
+        every = settings.DIGEST_DISPATCH_INTERVAL
+        interval = interval_schedule_get(seconds=every)
+        fields: dict = {"enabled": wanted, **_STANDING_FIELDS}
+        if task is None or (wanted and not task.enabled) or task.interval_id != interval.pk:
+            fields |= {
+                "interval": interval,
+                "start_time": _next_phase_start(tenant=tenant, every=every, now=timezone.now()),
+                "last_run_at": None,
+            }
+        return _task_upsert(
+            tenant=tenant, job=DIGEST_DISPATCH, kind=TenantTask.Kind.DIGESTS, fields=fields
+        )
 
 
 def tenant_schedules_ensure(*, tenant: Tenant) -> list[TaskChange]:
@@ -193,13 +212,23 @@ def tenant_schedules_ensure(*, tenant: Tenant) -> list[TaskChange]:
     return [sync_schedule_ensure(tenant=tenant), digest_dispatcher_ensure(tenant=tenant)]
 
 
+def headers_parse(text: str | None) -> dict:
+    """A task's headers as a dict; ValidationError unless they are a JSON object."""
+    try:
+        headers = json.loads(text or "{}")
+    except ValueError:
+        headers = None
+    if not isinstance(headers, dict):
+        raise ValidationError('The headers must be a JSON object, such as {"k": "v"}.')
+    return headers
+
+
 def header_schema(task: PeriodicTask) -> str | None:
     """The `_schema_name` a task's headers name, or None."""
     try:
-        headers = json.loads(task.headers or "{}")
-    except ValueError:
+        schema = headers_parse(task.headers).get("_schema_name")
+    except ValidationError:
         return None
-    schema = headers.get("_schema_name") if isinstance(headers, dict) else None
     return schema if isinstance(schema, str) else None
 
 
@@ -224,7 +253,7 @@ def periodic_task_run_now(*, task: PeriodicTask) -> str:
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ValidationError(f"{task.name}: its args must be a JSON list and kwargs an object.")
     headers = {
-        **json.loads(task.headers or "{}"),
+        **headers_parse(task.headers),
         "_schema_name": schema or get_public_schema_name(),
     }
     options = {"queue": task.queue} if task.queue else {}
@@ -278,18 +307,34 @@ def schedules_reconcile(*, dry_run: bool = False) -> list[str]:
     """Bring every tenant's periodic tasks in line with the tenant; return what changed.
 
     Repairs rows edited in bulk or deleted by hand, tenants created before a
-    schedule kind existed, and tasks left behind by tenants that are gone. With
-    dry_run the same work is done and rolled back, so the report is exact.
+    schedule kind existed, and tasks left behind by tenants that are gone. Each
+    tenant is repaired in its own transaction, so beat's change lock is held
+    briefly and one broken tenant does not stop the rest. With dry_run the same
+    work is done in one transaction and rolled back, so the report is exact.
     """
-    changes: list[str] = []
+    if not dry_run:
+        return _reconcile_all()
     with transaction.atomic():
-        for tenant in Tenant.objects.order_by("schema_name"):
-            changes += [c.describe() for c in tenant_schedules_ensure(tenant=tenant) if c.written]
+        changes = _reconcile_all()
+        transaction.set_rollback(True)
+    return changes
+
+
+def _reconcile_all() -> list[str]:
+    changes: list[str] = []
+    for tenant in Tenant.objects.order_by("schema_name"):
+        try:
+            with transaction.atomic():
+                changes += [
+                    c.describe() for c in tenant_schedules_ensure(tenant=tenant) if c.written
+                ]
+        except DatabaseError as exc:
+            logger.exception("Reconcile of %s failed", tenant.schema_name)
+            changes.append(f"failed {tenant.schema_name}: {type(exc).__name__}")
+    with transaction.atomic():
         changes += _orphans_delete(
             schemas=set(Tenant.objects.values_list("schema_name", flat=True))
         )
         if changes:
             PeriodicTasks.update_changed()
-        if dry_run:
-            transaction.set_rollback(True)
     return changes

@@ -274,3 +274,15 @@ def test_the_operator_schedule_api_records_each_change_with_its_actor(tenant_a, 
     changed = events("acme", target="acme-hourly", action="periodic_task.changed")
     assert changed[1].before == {"enabled": True} and changed[1].after == {"enabled": False}
     assert events("globex", target="acme-hourly") == []
+
+
+def test_the_admin_refuses_headers_beat_could_not_load(tenant_a, operator_client):
+    task = _sync_task()
+    url = f"{TASKS_URL}{task.pk}/change/"
+
+    response = operator_client.post(url, _form_data(operator_client, task, headers="[]"))
+
+    assert response.status_code == 200
+    assert "The headers must be a JSON object" in response.content.decode()
+    assert json.loads(_sync_task().headers) == {"_schema_name": "acme"}
+    assert events(action="periodic_task.changed") == []

@@ -231,3 +231,36 @@ def test_the_tasks_refuse_to_run_without_a_tenant(digests_on):
     assert metrics.refused_task_count() == before + 2
     with schema_context("acme"):
         assert not DigestDelivery.objects.exists()
+
+
+def test_a_delivery_whose_message_was_lost_is_queued_again_then_failed(
+    digests_on, django_capture_on_commit_callbacks
+):
+    _dispatch(django_capture_on_commit_callbacks)  # queued, but no worker ever ran it
+
+    with schema_context("acme"), django_capture_on_commit_callbacks() as soon:
+        digests_dispatch(now=MONDAY_0800_UTC + timedelta(minutes=1))
+    with schema_context("acme"), django_capture_on_commit_callbacks() as later:
+        DigestDelivery.objects.update(created_at=MONDAY_0800_UTC)
+        digests_dispatch(now=MONDAY_0800_UTC + timedelta(minutes=11))
+    with schema_context("acme"):
+        digests_dispatch(now=MONDAY_0800_UTC + timedelta(days=1, minutes=1))
+        given_up = DigestDelivery.objects.get(period__lt=MONDAY_0800_UTC)
+
+    assert (len(soon), len(later)) == (0, 1)  # too fresh to resend, then resent once
+    assert (given_up.status, given_up.error) == ("failed", "Never sent: the send task did not run.")
+
+
+def test_a_window_stops_at_the_start_of_a_sync_still_running(
+    digests_on, django_capture_on_commit_callbacks
+):
+    from scheduling.models import SyncRun
+
+    started = MONDAY_0800_UTC - timedelta(minutes=2)
+    with schema_context("acme"):
+        SyncRun.objects.create(started_at=started)  # running: its records may not be committed
+        SyncRun.objects.create(started_at=MONDAY_0800_UTC - timedelta(hours=5))  # long dead
+    _dispatch(django_capture_on_commit_callbacks)
+
+    with schema_context("acme"):
+        assert DigestDelivery.objects.get().until == started

@@ -156,3 +156,18 @@ def test_run_now_refuses_what_cannot_run(tenant_a, change, message):
 
     with pytest.raises(ValidationError, match=message):
         periodic_task_run_now(task=task)
+
+
+@pytest.mark.parametrize("headers", ["[]", "not json", '"text"'])
+def test_run_now_refuses_headers_that_are_not_an_object(tenant_a, headers):
+    from django.core.exceptions import ValidationError
+
+    from scheduling.platform.schedules import Interval, schedule_create
+    from scheduling.platform.services import periodic_task_run_now
+
+    schedule_create(name="beat", task_name="scheduling.beat_heartbeat", when=Interval(seconds=60))
+    task = PeriodicTask.objects.get(name="beat")
+    task.headers = headers
+
+    with pytest.raises(ValidationError, match="must be a JSON object"):
+        periodic_task_run_now(task=task)

@@ -200,3 +200,55 @@ def test_reconcile_recreates_a_deleted_dispatcher_and_fixes_a_bulk_edit(member_a
     assert any(line.startswith("updated tenant:globex:digests") for line in changes)
     assert _dispatcher("acme").enabled and _dispatcher("globex").enabled
     assert schedules_reconcile() == []
+
+
+def test_a_tenant_whose_only_live_digests_belong_to_inactive_users_has_no_dispatcher_running(
+    member_a,
+):
+    _set(member_a, frequency="hourly")
+    with schema_context("acme"):
+        member_a.is_active = False
+        member_a.save()
+
+    schedules_reconcile()
+
+    assert _dispatcher("acme").enabled is False
+
+
+def test_reconcile_puts_back_a_hand_edited_dispatcher(member_a):
+    from django_celery_beat.models import IntervalSchedule
+
+    _set(member_a, frequency="hourly")
+    two_minutes = IntervalSchedule.objects.create(every=2, period=IntervalSchedule.MINUTES)
+    PeriodicTask.objects.filter(name="tenant:acme:digests").update(
+        interval=two_minutes, one_off=True
+    )
+
+    changes = schedules_reconcile()
+
+    task = _dispatcher("acme")
+    [change] = changes
+    assert change.startswith("updated tenant:acme:digests (interval") and "one_off" in change
+    assert (task.interval.every, task.interval.period, task.one_off) == (2, "seconds", False)
+
+
+def test_a_tenant_whose_schema_is_lost_does_not_stop_reconcile_or_its_own_edits(
+    tenant_a, member_a, outsider_b
+):
+    from django.db import connection
+
+    from tenants.provisioning import schema_drop
+
+    _set(member_a, frequency="hourly")
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's open transaction
+    schema_drop(schema_name="acme")
+    PeriodicTask.objects.filter(name="tenant:globex:sync").update(enabled=False)
+
+    changes = schedules_reconcile()
+    tenant_a.name = "Acme, schema lost"
+    tenant_a.save()
+
+    assert "updated tenant:acme:digests (enabled)" in changes
+    assert "updated tenant:globex:sync (enabled)" in changes
+    assert _dispatcher("acme").enabled is False
