@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-beat clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m config.devstack exec -- $(BIN)/python manage.py bench_onboarding --tenants 20
+
+## Celery beat on 1k/10k/100k tenant tasks; pass options with BENCH_ARGS="--schedules 1000".
+bench-beat: install
+	$(BIN)/python -m config.devstack exec -- $(BIN)/python manage.py bench_beat $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .local
