@@ -54,8 +54,8 @@ SHARED_APPS = [
     "django.contrib.admin",
     "django.contrib.staticfiles",
     "django_celery_beat",
-    "scheduling.platform",
     # After django_celery_beat: its admin replaces the library's PeriodicTask admin.
+    "scheduling.platform",
     "scheduling.audit",
 ]
 TENANT_APPS = [

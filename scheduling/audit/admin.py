@@ -77,6 +77,7 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
     is wrapped: read the selected tasks, run the library's action unchanged
     (including its PeriodicTasks.update_changed()), then record what changed.
     Actions run outside the admin's transaction, hence the atomic blocks.
+    Registered by scheduling.platform.admin, whose subclass adds the tenant columns.
     """
 
     form = CheckedPeriodicTaskForm
@@ -141,8 +142,3 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
 def _ids(queryset) -> list[int]:
     # Read once up front: a filtered changelist (say enabled=No) no longer matches after the update.
     return list(queryset.values_list("pk", flat=True))
-
-
-if admin.site.is_registered(PeriodicTask):
-    admin.site.unregister(PeriodicTask)
-admin.site.register(PeriodicTask, AuditedPeriodicTaskAdmin)
