@@ -51,7 +51,10 @@ class SyncRun(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["status", "-started_at"], name="syncrun_status_started")]
+        indexes = [
+            models.Index(fields=["status", "-started_at"], name="syncrun_status_started"),
+            models.Index(fields=["-started_at"], name="syncrun_started"),  # the latest run
+        ]
         constraints = [
             models.CheckConstraint(
                 name="syncrun_status_valid",
