@@ -4,6 +4,7 @@ and an operator signed in to the operator site."""
 from __future__ import annotations
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 from django.test import Client
@@ -17,6 +18,15 @@ from tests.factories import PASSWORD, TenantFactory, UserFactory
 def _public_schema_after_each_test():
     yield
     connection.set_schema_to_public()
+
+
+@pytest.fixture(autouse=True)
+def _no_sign_in_throttling_carried_over():
+    """Failed sign-ins are counted in Redis per schema; tests reuse schema names."""
+    client = redis.Redis.from_url(settings.REDIS.client)
+    yield
+    for key in client.scan_iter("*login-failures:*"):
+        client.delete(key)
 
 
 @pytest.fixture

@@ -122,6 +122,12 @@ DIGEST_DISPATCH_BATCH = env_int("DIGEST_DISPATCH_BATCH", 500, minimum=1)
 DIGEST_MAX_RECORDS = env_int("DIGEST_MAX_RECORDS", 50, minimum=1)  # listed per email
 DIGEST_SEND_MAX_RETRIES = env_int("DIGEST_SEND_MAX_RETRIES", 3, minimum=0)
 
+# Sign-in throttling: failures counted per account and per client address.
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 30, minimum=1)
+LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900, minimum=60)  # seconds
+# The request.META key holding the client's address: HTTP_X_REAL_IP behind a proxy that sets it.
+LOGIN_CLIENT_ADDRESS_KEY = env_str("LOGIN_CLIENT_ADDRESS_KEY", "REMOTE_ADDR")
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

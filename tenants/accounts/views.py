@@ -1,9 +1,11 @@
 from django.contrib.auth import views as auth_views
 
-from tenants.accounts.forms import OperatorAuthenticationForm
+from tenants.accounts.forms import OperatorAuthenticationForm, ThrottledAuthenticationForm
 
 tenant_login = auth_views.LoginView.as_view(
-    template_name="account/login.html", redirect_authenticated_user=True
+    template_name="account/login.html",
+    authentication_form=ThrottledAuthenticationForm,
+    redirect_authenticated_user=True,
 )
 operator_login = auth_views.LoginView.as_view(
     template_name="account/login.html",
