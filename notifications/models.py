@@ -58,7 +58,3 @@ class DigestDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"digest for user {self.user_id} at {self.period:%Y-%m-%d %H:%M} ({self.status})"
-
-    @property
-    def is_settled(self) -> bool:
-        return self.status in (self.Status.SENT, self.Status.EMPTY)

@@ -29,7 +29,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, schema_
 
 from scheduling.audit.models import Action, ActorKind, AuditEvent
 from scheduling.models import UserSchedule
-from scheduling.platform.services import header_schema
+from scheduling.platform.services import SCHEDULE_FIELDS, header_schema, interval_delta
 from tenants.models import Tenant
 
 # Events about a tenant that never go into its schema: it does not exist yet, or is going away.
@@ -352,7 +352,6 @@ PERIODIC_TASK_FIELDS = (
     "priority",
     "headers",
 )
-PERIODIC_TASK_SCHEDULE_FIELDS = ("interval", "crontab", "solar", "clocked")
 
 
 @dataclass(frozen=True)
@@ -365,11 +364,8 @@ class TaskSnapshot:
 def periodic_task_values(task: PeriodicTask) -> dict[str, Any]:
     """The operator-editable settings of a task; run bookkeeping is left out."""
     values = _instance_values(task, PERIODIC_TASK_FIELDS)
-    interval = task.interval
-    values["interval"] = (
-        json_safe(timedelta(**{interval.period: interval.every})) if interval else None
-    )
-    for name in PERIODIC_TASK_SCHEDULE_FIELDS[1:]:
+    values["interval"] = json_safe(interval_delta(task.interval)) if task.interval else None
+    for name in SCHEDULE_FIELDS[1:]:
         related = getattr(task, name)
         values[name] = str(related) if related else None
     return values
@@ -379,7 +375,7 @@ def periodic_task_snapshots(*, task_ids: Iterable[int]) -> dict[int, TaskSnapsho
     """The tasks' settings as stored now, with the tenant each belongs to."""
     tasks = list(
         PeriodicTask.objects.filter(pk__in=list(task_ids)).select_related(
-            *PERIODIC_TASK_SCHEDULE_FIELDS, "tenant_link__tenant"
+            *SCHEDULE_FIELDS, "tenant_link__tenant"
         )
     )
     slugs = _task_tenant_slugs(tasks)

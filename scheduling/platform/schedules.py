@@ -71,9 +71,12 @@ from scheduling.platform.schedule_checks import (
     when_key,
 )
 from scheduling.platform.services import (
+    SCHEDULE_FIELDS,
     TaskChange,
     header_schema,
+    interval_delta,
     interval_schedule_get,
+    schedule_row_get,
     tenant_headers,
 )
 from tenants.models import Tenant
@@ -100,8 +103,6 @@ __all__ = [
     "task_kind",
     "task_tenant_slug",
 ]
-
-_SCHEDULE_FKS = ("interval", "crontab", "solar", "clocked")
 
 
 class ScheduleNotFound(PeriodicTask.DoesNotExist):
@@ -318,7 +319,7 @@ def schedules_overview(*, tenant_slug: str | None = None) -> list[dict[str, Any]
     if tenant_slug is not None and not Tenant.objects.filter(schema_name=tenant_slug).exists():
         raise ValidationError({"tenant": [f"No tenant with slug {tenant_slug!r}."]})
     now = timezone.now()
-    tasks = PeriodicTask.objects.select_related(*_SCHEDULE_FKS, "tenant_link__tenant")
+    tasks = PeriodicTask.objects.select_related(*SCHEDULE_FIELDS, "tenant_link__tenant")
     rows = [periodic_task_status(task=task, now=now) for task in tasks.order_by("name")]
     if tenant_slug is not None:
         rows = [row for row in rows if row["tenant"] == tenant_slug]
@@ -352,7 +353,7 @@ def task_kind(*, task: PeriodicTask) -> str | None:
 def schedule_describe(*, task: PeriodicTask) -> str:
     """The schedule in words: "every 15 minutes", "At 03:15 AM UTC (15 3 * * *)"..."""
     if task.interval_id:
-        return describe_interval(_interval_delta(task.interval))
+        return describe_interval(interval_delta(task.interval))
     if task.crontab_id:
         return _crontab_describe(task.crontab)
     if task.solar_id:
@@ -394,7 +395,7 @@ def _task_get(name: str, *, for_update: bool = False, related: bool = False) -> 
     if for_update:
         tasks = tasks.select_for_update()
     if related:
-        tasks = tasks.select_related(*_SCHEDULE_FKS, "tenant_link__tenant")
+        tasks = tasks.select_related(*SCHEDULE_FIELDS, "tenant_link__tenant")
     task = tasks.filter(name=name).first()
     if task is None:
         raise ScheduleNotFound(f"No schedule named {name!r}.")
@@ -421,7 +422,7 @@ def _spec_of(task: PeriodicTask) -> ScheduleSpec:
 
 def _when_of(task: PeriodicTask) -> When | None:
     if task.interval_id:
-        return Interval(seconds=int(_interval_delta(task.interval).total_seconds()))
+        return Interval(seconds=int(interval_delta(task.interval).total_seconds()))
     if task.crontab_id:
         cron = task.crontab
         fields = {name: getattr(cron, name) for name in CRON_FIELDS}
@@ -495,18 +496,18 @@ def _task_assign(task: PeriodicTask, *, spec: ScheduleSpec, names: Any) -> None:
 def _update_fields(names: list[str]) -> list[str]:
     fields = {"date_changed"}  # auto_now is only written when listed
     for name in names:
-        fields.update(_SCHEDULE_FKS if name == "schedule" else [name])
+        fields.update(SCHEDULE_FIELDS if name == "schedule" else [name])
     if "enabled" in names:
         fields.add("last_run_at")  # PeriodicTask.save clears it when disabling
     return sorted(fields)
 
 
 def _schedule_rows(when: When) -> dict[str, Any]:
-    rows: dict[str, Any] = dict.fromkeys(_SCHEDULE_FKS)
+    rows: dict[str, Any] = dict.fromkeys(SCHEDULE_FIELDS)
     if isinstance(when, Interval):
         rows["interval"] = interval_schedule_get(seconds=when.seconds)
     elif isinstance(when, Crontab):
-        rows["crontab"] = _oldest_or_create(
+        rows["crontab"] = schedule_row_get(
             CrontabSchedule,
             **{name: getattr(when, name) for name in CRON_FIELDS},
             timezone=when.timezone,
@@ -516,13 +517,8 @@ def _schedule_rows(when: When) -> dict[str, Any]:
             event=when.event, latitude=when.latitude, longitude=when.longitude
         )
     else:
-        rows["clocked"] = _oldest_or_create(ClockedSchedule, clocked_time=when.at)
+        rows["clocked"] = schedule_row_get(ClockedSchedule, clocked_time=when.at)
     return rows
-
-
-def _oldest_or_create(model: type, **lookup: Any) -> Any:
-    # django-celery-beat has no unique constraint here, so duplicates may exist: take the oldest.
-    return model.objects.filter(**lookup).order_by("pk").first() or model.objects.create(**lookup)
 
 
 def _json_or_raw(text: str | None, default: str) -> Any:
@@ -536,13 +532,9 @@ def _json_or_raw(text: str | None, default: str) -> Any:
 # --- Schedule arithmetic ------------------------------------------------------
 
 
-def _interval_delta(interval: Any) -> timedelta:
-    return timedelta(**{interval.period: interval.every})
-
-
 def _due_after(task: PeriodicTask, reference: datetime, *, now: datetime) -> datetime | None:
     if task.interval_id:
-        return reference + _interval_delta(task.interval)
+        return reference + interval_delta(task.interval)
     if task.crontab_id:
         return _crontab_next(task.crontab, after=reference)
     if task.clocked_id:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
@@ -37,16 +37,25 @@ def tenant_headers(*, tenant: Tenant) -> str:
     return json.dumps({"_schema_name": tenant.schema_name})
 
 
+# A PeriodicTask's four ways to be scheduled, as its foreign keys.
+SCHEDULE_FIELDS = ("interval", "crontab", "solar", "clocked")
+
+
+def schedule_row_get(model: type, **lookup) -> object:
+    """The schedule row with these values, created if missing.
+
+    django-celery-beat has no unique constraint on most schedule tables, so
+    duplicates may exist: take the oldest.
+    """
+    return model.objects.filter(**lookup).order_by("pk").first() or model.objects.create(**lookup)
+
+
 def interval_schedule_get(*, seconds: int) -> IntervalSchedule:
-    # django-celery-beat has no unique constraint here, so duplicates may exist: take the oldest.
-    schedule = (
-        IntervalSchedule.objects.filter(every=seconds, period=IntervalSchedule.SECONDS)
-        .order_by("pk")
-        .first()
-    )
-    return schedule or IntervalSchedule.objects.create(
-        every=seconds, period=IntervalSchedule.SECONDS
-    )
+    return schedule_row_get(IntervalSchedule, every=seconds, period=IntervalSchedule.SECONDS)
+
+
+def interval_delta(interval: IntervalSchedule) -> timedelta:
+    return timedelta(**{interval.period: interval.every})
 
 
 @dataclass(frozen=True)
