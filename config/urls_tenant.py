@@ -1,13 +1,10 @@
-"""URLs of every tenant site, <slug>.<BASE_DOMAIN>."""
+"""URLs of every tenant site, <slug>.<BASE_DOMAIN>. Each app owns its pages."""
 
-from django.urls import path
-
-from tenants import views
-from tenants.accounts import views as account_views
+from django.urls import include, path
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("users/", views.user_list, name="user_list"),
-    path("login/", account_views.tenant_login, name="login"),
-    path("logout/", account_views.logout, name="logout"),
+    path("", include("scheduling.urls")),
+    path("", include("notifications.urls")),
+    path("", include("tenants.accounts.urls")),
+    path("", include("scheduling.audit.urls")),
 ]

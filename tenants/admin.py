@@ -12,9 +12,7 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Prefetch
-from django_celery_beat.models import PeriodicTask
 
-from scheduling.audit.services import periodic_task_snapshots, periodic_tasks_audit_run
 from scheduling.intervals import (
     IntervalSyntaxError,
     describe_interval,
@@ -22,15 +20,18 @@ from scheduling.intervals import (
     parse_interval,
 )
 from scheduling.models import SyncRun
-from scheduling.platform.models import TenantTask
 from scheduling.platform.services import (
-    periodic_task_run_now,
     schedules_reconcile,
-    tenant_task_name,
 )
 from tenants.models import Domain, Tenant
 from tenants.selectors import tenant_activity_by_schema
-from tenants.services import tenant_create, tenant_delete, tenant_pause, tenant_resume
+from tenants.services import (
+    tenant_create,
+    tenant_delete,
+    tenant_pause,
+    tenant_resume,
+    tenant_sync_run_now,
+)
 from tenants.validators import SyncIntervalValidator, TenantSlugValidator, TimezoneValidator
 
 RECONCILE_REPORT_LINES = 20
@@ -215,32 +216,16 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run the selected tenants' sync now")
     def run_sync_now(self, request, queryset):
-        tenants = list(queryset.order_by("schema_name"))
-        for tenant in tenants:
-            if not tenant.is_active:
-                self.message_user(
-                    request, f"Not sent: {tenant.name} is paused; resume it first.", messages.ERROR
-                )
-        names = [
-            tenant_task_name(tenant=t, kind=TenantTask.Kind.SYNC) for t in tenants if t.is_active
-        ]
-        tasks = list(PeriodicTask.objects.filter(name__in=names).order_by("name"))
-        for name in sorted(set(names) - {task.name for task in tasks}):
-            self.message_user(
-                request, f"Not sent: {name} does not exist; reconcile schedules.", messages.ERROR
-            )
-        before = periodic_task_snapshots(task_ids=[task.pk for task in tasks])
-        sent = {}
-        for task in tasks:
+        sent = 0
+        for tenant in queryset.order_by("schema_name"):
             try:
-                periodic_task_run_now(task=task)
+                tenant_sync_run_now(tenant=tenant)
             except ValidationError as exc:
                 self.message_user(request, f"Not sent: {exc.messages[0]}", messages.ERROR)
             else:
-                sent[task.pk] = before[task.pk]
-        periodic_tasks_audit_run(before=sent)
+                sent += 1
         if sent:
-            self.message_user(request, f"Sync sent for {_tenants(len(sent))}.", messages.SUCCESS)
+            self.message_user(request, f"Sync sent for {_tenants(sent)}.", messages.SUCCESS)
 
     @admin.action(description="Reconcile every tenant's schedules")
     def reconcile_schedules(self, request, queryset):

@@ -13,8 +13,16 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 from django_tenants.utils import schema_context
 
+from scheduling.audit.services import (
+    audit_noted,
+    periodic_task_snapshots,
+    periodic_tasks_audit_run,
+)
+from scheduling.platform.models import TenantTask
+from scheduling.platform.services import periodic_task_run_now, tenant_task_name
 from tenants.accounts.models import User
 from tenants.models import Domain, Tenant
 from tenants.provisioning import Method, schema_drop, tenant_schema_provision
@@ -97,14 +105,37 @@ def _status_set(*, tenant: Tenant, status: str) -> bool:
     return True
 
 
-def tenant_pause(*, tenant: Tenant) -> bool:
-    """Stop the tenant's scheduled work, keeping its settings. Returns False if already paused."""
-    return _status_set(tenant=tenant, status=Tenant.Status.PAUSED)
+def tenant_pause(*, tenant: Tenant, note: str = "") -> bool:
+    """Stop the tenant's scheduled work, keeping its settings. Returns False if already paused.
+
+    The note, if any, goes into the audit trail with the pause.
+    """
+    with audit_noted(note):
+        return _status_set(tenant=tenant, status=Tenant.Status.PAUSED)
 
 
-def tenant_resume(*, tenant: Tenant) -> bool:
+def tenant_resume(*, tenant: Tenant, note: str = "") -> bool:
     """Start the tenant's scheduled work again. Returns False if already active."""
-    return _status_set(tenant=tenant, status=Tenant.Status.ACTIVE)
+    with audit_noted(note):
+        return _status_set(tenant=tenant, status=Tenant.Status.ACTIVE)
+
+
+def tenant_sync_run_now(*, tenant: Tenant) -> str:
+    """Queue the tenant's sync job once, now, through its own periodic task and header.
+
+    Returns the Celery task id. Raises ValidationError when the tenant is paused
+    or its sync task is missing (reconcile schedules puts it back).
+    """
+    if not tenant.is_active:
+        raise ValidationError(f"{tenant.name} is paused; resume it before running a sync.")
+    name = tenant_task_name(tenant=tenant, kind=TenantTask.Kind.SYNC)
+    task = PeriodicTask.objects.filter(name=name).first()
+    if task is None:
+        raise ValidationError(f"{name} does not exist; reconcile schedules to restore it.")
+    before = periodic_task_snapshots(task_ids=[task.pk])
+    task_id = periodic_task_run_now(task=task)
+    periodic_tasks_audit_run(before=before)
+    return task_id
 
 
 def tenant_delete(*, tenant: Tenant) -> None:

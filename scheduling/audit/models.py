@@ -52,6 +52,8 @@ class AuditEvent(models.Model):
     target = models.CharField(max_length=255, help_text="A task name, tenant or user email.")
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
+    # Why, in the actor's words: the optional note given with a pause or resume.
+    note = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["-occurred_at", "-id"]

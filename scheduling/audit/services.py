@@ -62,6 +62,7 @@ class Actor:
 
 
 _actor: ContextVar[Actor | None] = ContextVar("audit_actor", default=None)
+_note: ContextVar[str] = ContextVar("audit_note", default="")
 
 
 def actor_current() -> Actor:
@@ -76,6 +77,16 @@ def acting_as(actor: Actor) -> Iterator[Actor]:
         yield actor
     finally:
         _actor.reset(token)
+
+
+@contextmanager
+def audit_noted(note: str) -> Iterator[str]:
+    """Attach the actor's note (why they did it) to every change recorded inside the block."""
+    token = _note.set(note.strip()[:500])
+    try:
+        yield note
+    finally:
+        _note.reset(token)
 
 
 def json_safe(value: Any) -> Any:
@@ -128,6 +139,7 @@ def audit_record(
         "target": target[:255],
         "before": dict(before),
         "after": dict(after),
+        "note": _note.get(),
     }
     with transaction.atomic():
         event = _event_write(schema=get_public_schema_name(), fields=fields)

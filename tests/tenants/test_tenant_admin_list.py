@@ -165,7 +165,10 @@ def test_run_now_sends_the_sync_in_the_tenants_schema_and_refuses_a_paused_one(
     [message] = [json.loads(item) for item in raw]
     assert message["headers"]["_schema_name"] == "acme"
     assert message["headers"]["task"] == _sync_task("acme").task
-    assert shown == ["Not sent: Globex is paused; resume it first.", "Sync sent for 1 tenant."]
+    assert shown == [
+        "Not sent: Globex is paused; resume it before running a sync.",
+        "Sync sent for 1 tenant.",
+    ]
 
 
 def test_reconcile_repairs_a_schedule_and_says_what_it_did(operator_client, tenant_a):
