@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench bench-beat clean
+.PHONY: install run test lint bench bench-beat bench-pages clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ bench: install
 ## Celery beat on 1k/10k/100k tenant tasks; pass options with BENCH_ARGS="--schedules 1000".
 bench-beat: install
 	$(BIN)/python -m config.devstack exec -- $(BIN)/python manage.py bench_beat $(BENCH_ARGS)
+
+## Server time of the dashboard, run history and admin tenant list with 10k tenants,
+## in a database of its own; pass options with BENCH_ARGS="--tenants 1000 --requests 50".
+bench-pages: install
+	$(BIN)/python -m config.devstack exec -- $(BIN)/python manage.py bench_pages $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .local

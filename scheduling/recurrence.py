@@ -82,3 +82,28 @@ def next_due(
     if hour is None or (frequency == Frequency.WEEKLY and weekday is None):
         raise ValueError(f"A {frequency} schedule needs an hour, and a weekly one a weekday.")
     return _next_on_days(after, hour, zone, weekday)
+
+
+def next_due_times(
+    *,
+    frequency: str,
+    after: datetime,
+    zone: ZoneInfo,
+    count: int,
+    hour: int | None = None,
+    weekday: int | None = None,
+) -> list[datetime]:
+    """The next `count` due instants after `after`, in UTC; empty when the frequency is off."""
+    times: list[datetime] = []
+    while len(times) < count:
+        moment = next_due(
+            frequency=frequency,
+            after=times[-1] if times else after,
+            zone=zone,
+            hour=hour,
+            weekday=weekday,
+        )
+        if moment is None:
+            break
+        times.append(moment)
+    return times

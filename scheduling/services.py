@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from scheduling.fetch import FetchError
 from scheduling.models import Record, SyncRun, UserSchedule
+from scheduling.platform.models import SyncFailure
 from scheduling.sources import FeedError, SourceRecord, demo_records, http_json_fetch
 from tenants.accounts.models import User
 from tenants.models import Tenant
@@ -79,17 +80,26 @@ def sync_run(
         with transaction.atomic():
             counts = records_upsert(records=records, now=timezone.now())
     except (FetchError, FeedError) as exc:
-        return _run_finish(run, status=SyncRun.Status.FAILED, error=str(exc))
+        return _run_finish(run, tenant=tenant, status=SyncRun.Status.FAILED, error=str(exc))
     except Exception as exc:
         logger.exception("Sync of %s failed unexpectedly", tenant.schema_name)
         return _run_finish(
-            run, status=SyncRun.Status.FAILED, error=f"Internal error ({type(exc).__name__})."
+            run,
+            tenant=tenant,
+            status=SyncRun.Status.FAILED,
+            error=f"Internal error ({type(exc).__name__}).",
         )
-    return _run_finish(run, status=SyncRun.Status.OK, counts=counts)
+    return _run_finish(run, tenant=tenant, status=SyncRun.Status.OK, counts=counts)
 
 
+@transaction.atomic  # a failed run and its public SyncFailure row stand or fall together
 def _run_finish(
-    run: SyncRun, *, status: str, error: str = "", counts: UpsertCounts | None = None
+    run: SyncRun,
+    *,
+    tenant: Tenant,
+    status: str,
+    error: str = "",
+    counts: UpsertCounts | None = None,
 ) -> SyncRun:
     run.status, run.error, run.finished_at = status, error, timezone.now()
     if counts is not None:
@@ -99,6 +109,15 @@ def _run_finish(
             counts.unchanged,
         )
     run.save()
+    if status == SyncRun.Status.FAILED:
+        # The operators' cross-tenant overview reads this copy in the public schema.
+        SyncFailure.objects.create(
+            tenant=tenant,
+            run_public_id=run.public_id,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            error=error,
+        )
     return run
 
 

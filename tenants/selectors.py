@@ -3,11 +3,15 @@ across tenants."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.db.models import QuerySet
+from django.http import Http404
+from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
 from scheduling.models import SyncRun
@@ -17,6 +21,32 @@ from tenants.models import Tenant
 
 def tenant_user_list() -> QuerySet[User]:
     return User.objects.order_by("-role", "email")
+
+
+def _tenant_users() -> QuerySet[User]:
+    # The public schema's users are operators: never reachable through a tenant's pages.
+    if connection.schema_name == get_public_schema_name():
+        raise Http404("No tenant here.")
+    return User.objects.all()
+
+
+def tenant_user_get(*, public_id: uuid.UUID, actor: User) -> User:
+    """A user of the current tenant, for one of its admins to manage.
+
+    A member asking gets PermissionDenied (403); an id that is not one of this
+    tenant's users (another tenant's, say) gets Http404.
+    """
+    if not actor.is_tenant_admin:
+        raise PermissionDenied("Only tenant admins can manage users.")
+    try:
+        return _tenant_users().get(public_id=public_id)
+    except User.DoesNotExist:
+        raise Http404("No such user.") from None
+
+
+def tenant_invitee_get(*, public_id: uuid.UUID) -> User | None:
+    """The active user of the current tenant an invitation link names, or None."""
+    return _tenant_users().filter(public_id=public_id, is_active=True).first()
 
 
 def tenant_current() -> Tenant:

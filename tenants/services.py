@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
@@ -136,6 +138,45 @@ def tenant_sync_run_now(*, tenant: Tenant) -> str:
     task_id = periodic_task_run_now(task=task)
     periodic_tasks_audit_run(before=before)
     return task_id
+
+
+def tenant_settings_update(
+    *,
+    tenant: Tenant,
+    source_kind: str,
+    source_url: str,
+    source_token: str | None,
+    sync_interval: timedelta,
+    timezone: ZoneInfo,
+) -> list[str]:
+    """Save the tenant's sync source, sync interval and time zone; return the fields changed.
+
+    A source_token of None keeps the stored token and "" clears it. Every rule of
+    the model is checked before anything is written (a ValidationError keyed by
+    field), and `tenant` is changed only once its row is saved. The post_save
+    signal then brings the sync task in line and records the change, token
+    masked, in the audit trail.
+    """
+    values = {
+        "source_kind": source_kind,
+        "source_url": source_url,
+        "sync_interval": sync_interval,
+        "timezone": timezone.key,
+    }
+    if source_token is not None:
+        values["source_token"] = source_token
+    candidate = copy.copy(tenant)
+    for name, value in values.items():
+        setattr(candidate, name, value)
+    others = [field.name for field in Tenant._meta.concrete_fields if field.name not in values]
+    candidate.full_clean(exclude=others, validate_unique=False)
+    changed = [name for name, value in values.items() if getattr(tenant, name) != value]
+    if changed:
+        with transaction.atomic():
+            candidate.save(update_fields=changed)
+        for name in changed:
+            setattr(tenant, name, values[name])
+    return changed
 
 
 def tenant_delete(*, tenant: Tenant) -> None:

@@ -19,7 +19,15 @@ SUMMARY_LENGTH = 120
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only: an audit trail that can be edited is no audit trail."""
 
-    list_display = ("occurred_at", "tenant_slug", "actor", "action", "target", "change")
+    list_display = (
+        "occurred_at",
+        "tenant_slug",
+        "actor",
+        "action",
+        "target",
+        "change",
+        "note_shown",
+    )
     list_filter = ("action", "actor_kind", "tenant_slug")
     search_fields = ("target", "actor_label")
     date_hierarchy = "occurred_at"
@@ -34,6 +42,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         "actor_id",
         "before",
         "after",
+        "note",
         "public_id",
     )
     readonly_fields = fields
@@ -60,7 +69,15 @@ class AuditEventAdmin(admin.ModelAdmin):
             f"{key}: {event.before.get(key, '(none)')} → {event.after.get(key, '(none)')}"
             for key in keys
         )
-        return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 1] + "…"
+        return _shortened(text)
+
+    @admin.display(description="note")
+    def note_shown(self, event: AuditEvent) -> str:
+        return _shortened(event.note)
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 1] + "…"
 
 
 class CheckedPeriodicTaskForm(PeriodicTaskForm):

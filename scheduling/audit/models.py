@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
@@ -27,6 +29,13 @@ class Action(models.TextChoices):
     PERIODIC_TASK_CHANGED = "periodic_task.changed", "Periodic task changed"
     PERIODIC_TASK_DELETED = "periodic_task.deleted", "Periodic task deleted"
     PERIODIC_TASK_RUN = "periodic_task.run", "Periodic task run now"
+    USER_CREATED = "user.created", "User created"
+    USER_INVITED = "user.invited", "User invited"
+    USER_INVITE_ACCEPTED = "user.invite_accepted", "Invitation accepted"
+    USER_CHANGED = "user.changed", "User changed"
+    USER_DEACTIVATED = "user.deactivated", "User deactivated"
+    USER_REACTIVATED = "user.reactivated", "User reactivated"
+    USER_PASSWORD_CHANGED = "user.password_changed", "Password changed"
 
 
 class AuditEvent(models.Model):
@@ -80,3 +89,23 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target} by {self.actor_label}"
+
+    def change_lines(self) -> list[str]:
+        """One "field: before → after" line per changed field, in the order recorded."""
+        keys = list(dict.fromkeys([*self.before, *self.after]))
+        return [
+            f"{key}: {_shown(self.before.get(key, _MISSING))} → "
+            f"{_shown(self.after.get(key, _MISSING))}"
+            for key in keys
+        ]
+
+
+_MISSING = object()
+
+
+def _shown(value: Any) -> str:
+    if value is _MISSING or value is None:
+        return "(none)"
+    if isinstance(value, str):
+        return value or '""'
+    return json.dumps(value, sort_keys=True)

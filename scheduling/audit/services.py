@@ -343,6 +343,31 @@ def _current_tenant_slug() -> str:
     return "" if schema == get_public_schema_name() else schema
 
 
+# --- Tenant users' accounts (tenants.accounts.services calls these) -------------
+
+
+def user_audit_record(
+    *,
+    action: str,
+    user: Any,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> None:
+    """Record a change to a user of the tenant the connection is on; the target is their email.
+
+    Never pass a password or its hash: a password change is recorded without values.
+    """
+    audit_record(
+        action=action,
+        target=user.email,
+        before={key: json_safe(value) for key, value in (before or {}).items()},
+        after={key: json_safe(value) for key, value in (after or {}).items()},
+        tenant_slug=_current_tenant_slug(),
+        actor=actor,
+    )
+
+
 # --- Periodic tasks, as operators edit them in the admin ------------------------
 # Not through PeriodicTask's model signals: beat saves its rows on every sync, and
 # a query per save would slow beat and bury the trail in the system's own writes.

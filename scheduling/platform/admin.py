@@ -1,23 +1,35 @@
-"""The operators' list of periodic tasks: whose each is, what kind, and when it next runs."""
+"""The operators' list of periodic tasks (whose each is, what kind, when it next runs),
+and the run overview: which tenants' syncs failed lately."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Q
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django_celery_beat.models import PeriodicTask
 
 from scheduling.audit.admin import AuditedPeriodicTaskAdmin, CheckedPeriodicTaskForm
 from scheduling.jobs import JOBS
-from scheduling.platform.models import TenantTask
+from scheduling.platform.models import SyncFailure, TenantTask
 from scheduling.platform.schedules import (
     schedule_describe,
     schedule_next_run,
     task_kind,
     task_tenant_slug,
+)
+from scheduling.platform.selectors import (
+    sync_failure_counts,
+    sync_failure_rows,
+    sync_failure_totals,
+    tenant_sync_failures,
 )
 from scheduling.platform.services import headers_parse
 from tenants.models import Tenant
@@ -130,3 +142,112 @@ class PlatformPeriodicTaskAdmin(AuditedPeriodicTaskAdmin):
 if admin.site.is_registered(PeriodicTask):
     admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, PlatformPeriodicTaskAdmin)
+
+
+# --- Run overview ---------------------------------------------------------------
+
+OVERVIEW_HOURS = {1: "last hour", 24: "last 24 hours", 168: "last 7 days"}
+DEFAULT_HOURS = 24
+OVERVIEW_PER_PAGE = 50
+
+
+class RunOverviewForm(forms.Form):
+    """The overview's GET parameters; a bad one is reported and its default used instead."""
+
+    hours = forms.TypedChoiceField(
+        choices=list(OVERVIEW_HOURS.items()),
+        coerce=int,
+        required=False,
+        empty_value=DEFAULT_HOURS,
+        error_messages={
+            "invalid_choice": "The period must be 1, 24 or 168 hours; "
+            f"showing the last {DEFAULT_HOURS} hours."
+        },
+    )
+    tenant = forms.UUIDField(
+        required=False, error_messages={"invalid": "No such tenant; showing every tenant."}
+    )
+
+    def clean_tenant(self) -> Tenant | None:
+        public_id = self.cleaned_data["tenant"]
+        if public_id is None:
+            return None
+        tenant = Tenant.objects.filter(public_id=public_id).first()
+        if tenant is None:
+            raise forms.ValidationError("No such tenant; showing every tenant.")
+        return tenant
+
+    def choices(self) -> tuple[int, Tenant | None]:
+        """(hours, tenant or None), each falling back to its default when it was refused."""
+        self.is_valid()
+        data = self.cleaned_data
+        return data.get("hours", DEFAULT_HOURS), data.get("tenant")
+
+
+class KnownCountPaginator(Paginator):
+    """A Paginator told its count, read already with the totals, instead of counting again."""
+
+    def __init__(self, object_list, per_page: int, *, count: int) -> None:
+        super().__init__(object_list, per_page)
+        self._known_count = count
+
+    @cached_property
+    def count(self) -> int:
+        return self._known_count
+
+
+@admin.register(SyncFailure)
+class SyncFailureAdmin(admin.ModelAdmin):
+    """Read-only. Its list is the run overview: failing tenants, most failures first."""
+
+    overview_template = "admin/scheduling_platform/syncfailure/run_overview.html"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = RunOverviewForm(request.GET)
+        hours, tenant = form.choices()
+        for error in dict.fromkeys(e for errors in form.errors.values() for e in errors):
+            messages.warning(request, error)
+        since = timezone.now() - timedelta(hours=hours)
+        number = request.GET.get("page")
+        if tenant is None:
+            context = _overview_page(since=since, number=number)
+        else:
+            context = _tenant_failures_page(tenant=tenant, since=since, number=number)
+        return TemplateResponse(
+            request,
+            self.overview_template,
+            {
+                **self.admin_site.each_context(request),
+                **context,
+                "opts": self.opts,
+                "title": "Run overview",
+                "hours": hours,
+                "period": OVERVIEW_HOURS[hours],
+                "hour_choices": OVERVIEW_HOURS,
+                **(extra_context or {}),
+            },
+        )
+
+
+def _overview_page(*, since: datetime, number: str | None) -> dict:
+    totals = sync_failure_totals(since=since)
+    counts = sync_failure_counts(since=since)
+    page = KnownCountPaginator(counts, OVERVIEW_PER_PAGE, count=totals.tenants).get_page(number)
+    rows = sync_failure_rows(counts=list(page), since=since) if totals.tenants else []
+    return {"totals": totals, "page": page, "rows": rows}
+
+
+def _tenant_failures_page(*, tenant: Tenant, since: datetime, number: str | None) -> dict:
+    failures = tenant_sync_failures(tenant=tenant, since=since)
+    return {"tenant": tenant, "page": Paginator(failures, OVERVIEW_PER_PAGE).get_page(number)}

@@ -16,6 +16,7 @@ from django_tenants.utils import schema_context
 
 from notifications.models import DigestDelivery
 from scheduling.models import SyncRun
+from scheduling.platform.models import SyncFailure
 from tenants.models import Tenant
 
 
@@ -28,18 +29,23 @@ class RunSummary:
 
 def run_history_cleanup(*, older_than: timedelta, now: datetime | None = None) -> dict[str, int]:
     """Delete every tenant's SyncRuns that started, and digest deliveries that were
-    due, before now - older_than.
+    due, before now - older_than, and the public copies of its failed runs as well.
 
     Returns the number of rows deleted per tenant slug (zeros included), so the
-    caller can log what each schema lost.
+    caller can log what each tenant lost; a failed run's public copy is a row of its own.
     """
     cutoff = (now or timezone.now()) - older_than
     deleted: dict[str, int] = {}
-    for schema in Tenant.objects.order_by("schema_name").values_list("schema_name", flat=True):
+    for tenant_id, schema in Tenant.objects.order_by("schema_name").values_list(
+        "pk", "schema_name"
+    ):
         with schema_context(schema):
             runs, _ = SyncRun.objects.filter(started_at__lt=cutoff).delete()
             deliveries, _ = DigestDelivery.objects.filter(period__lt=cutoff).delete()
-            deleted[schema] = runs + deliveries
+        failures, _ = SyncFailure.objects.filter(
+            tenant_id=tenant_id, started_at__lt=cutoff
+        ).delete()
+        deleted[schema] = runs + deliveries + failures
     return deleted
 
 

@@ -29,3 +29,39 @@ class TenantTask(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}:{self.kind}"
+
+
+class SyncFailure(models.Model):
+    """A failed sync run, copied to the public schema so operators see failures across tenants.
+
+    Runs live in each tenant's schema; this row is written by scheduling.services.sync_run
+    in the same transaction as the run's failed status, and goes with its tenant.
+    """
+
+    # No index of its own: syncfailure_tenant_started starts with the tenant.
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="sync_failures", db_index=False
+    )
+    run_public_id = models.UUIDField(unique=True, help_text="The SyncRun's public id.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        verbose_name_plural = "run overview"
+        indexes = [
+            # Failures since T, newest first; the tenant is included for an index-only count.
+            models.Index(fields=["-started_at"], include=["tenant"], name="syncfailure_started"),
+            # One tenant's failures, newest first: its latest error, its list.
+            models.Index(fields=["tenant", "-started_at"], name="syncfailure_tenant_started"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                name="syncfailure_finished_after_start",
+                condition=models.Q(finished_at__gte=models.F("started_at")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} failed at {self.started_at:%Y-%m-%d %H:%M:%S}"

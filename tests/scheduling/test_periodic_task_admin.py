@@ -16,6 +16,7 @@ from django_celery_beat.models import (
     CrontabSchedule,
     IntervalSchedule,
     PeriodicTask,
+    PeriodicTasks,
     SolarSchedule,
 )
 
@@ -227,3 +228,105 @@ def test_the_list_reads_a_fixed_number_of_queries_whatever_the_number_of_tasks(
 
     assert PeriodicTask.objects.count() == 12
     assert many == few
+
+
+def test_the_list_shows_whether_each_task_is_enabled_its_last_run_and_run_count(
+    tenant_a, tenant_b, operator_client
+):
+    last_run = datetime(2026, 5, 1, 8, 30, tzinfo=UTC)
+    PeriodicTask.objects.filter(name="tenant:acme:sync").update(
+        last_run_at=last_run, total_run_count=41
+    )
+    PeriodicTask.objects.filter(name="tenant:globex:sync").update(enabled=False)
+
+    html = operator_client.get(TASKS_URL).content.decode()
+
+    sync = _row(html, "tenant:acme:sync")
+    assert _cell(sync, "last_run_at") == _shown(last_run)
+    assert _cell(sync, "total_run_count") == "41"
+    assert 'alt="True"' in _cell(sync, "enabled")
+    assert 'alt="False"' in _cell(_row(html, "tenant:globex:sync"), "enabled")
+
+
+def test_the_list_offers_run_now_enable_and_disable(tenant_a, operator_client):
+    choices = operator_client.get(TASKS_URL).context["action_form"].fields["action"].choices
+
+    assert {"run_tasks", "enable_tasks", "disable_tasks"} <= {value for value, _ in choices}
+
+
+def _action(client, action: str, tasks: list[PeriodicTask]):
+    return client.post(
+        TASKS_URL, {"action": action, "_selected_action": [task.pk for task in tasks]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "enabled_before", "enabled_after"),
+    [("enable_tasks", False, True), ("disable_tasks", True, False)],
+)
+def test_enabling_and_disabling_in_the_admin_is_audited_and_moves_beats_change_tracker(
+    tenant_a,
+    tenant_b,
+    operator,
+    operator_client,
+    time_machine,
+    action,
+    enabled_before,
+    enabled_after,
+):
+    PeriodicTask.objects.filter(name__endswith=":sync").update(enabled=enabled_before)
+    PeriodicTasks.update_changed()
+    later = dj_timezone.now().replace(microsecond=0) + timedelta(minutes=5)
+    time_machine.move_to(later, tick=False)
+
+    response = _action(operator_client, action, [_sync_task("acme")])
+
+    assert response.status_code == 302
+    assert _sync_task("acme").enabled is enabled_after
+    assert _sync_task("globex").enabled is enabled_before  # not selected, not touched
+    assert PeriodicTasks.last_change() == later
+    [event] = events(action="periodic_task.changed")
+    assert (event.target, event.tenant_slug) == ("tenant:acme:sync", "acme")
+    assert (event.before, event.after) == ({"enabled": enabled_before}, {"enabled": enabled_after})
+    assert (event.actor_kind, event.actor_id) == ("operator", operator.public_id)
+    assert [e.public_id for e in events("acme", action="periodic_task.changed")] == [
+        event.public_id
+    ]
+
+
+SCHEDULE_ADMINS = {
+    "intervalschedule": ("every", "period"),
+    "crontabschedule": ("minute", "hour", "day_of_week", "day_of_month", "month_of_year"),
+    "solarschedule": ("event", "latitude", "longitude"),
+    "clockedschedule": ("clocked_time",),
+}
+
+
+@pytest.mark.parametrize("model", SCHEDULE_ADMINS)
+def test_every_kind_of_schedule_can_be_added_and_changed_in_the_admin(operator_client, model):
+    url = f"/admin/django_celery_beat/{model}/"
+
+    response = operator_client.get(f"{url}add/")
+
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert set(SCHEDULE_ADMINS[model]) <= set(form.fields)
+    assert operator_client.get(url).status_code == 200
+
+
+def test_a_new_crontab_and_interval_can_be_saved(operator_client):
+    added = {}
+    for model, values in (
+        ("intervalschedule", {"every": "7", "period": "minutes"}),
+        ("crontabschedule", {"minute": "30", "hour": "4", "timezone": "Europe/Berlin"}),
+    ):
+        url = f"/admin/django_celery_beat/{model}/add/"
+        added[model] = operator_client.post(url, admin_form_data(operator_client, url, **values))
+
+    assert {model: response.status_code for model, response in added.items()} == {
+        "intervalschedule": 302,
+        "crontabschedule": 302,
+    }
+    assert IntervalSchedule.objects.filter(every=7, period="minutes").exists()
+    crontab = CrontabSchedule.objects.get(minute="30", hour="4")
+    assert (crontab.day_of_week, str(crontab.timezone)) == ("*", "Europe/Berlin")

@@ -1,0 +1,120 @@
+"""The digest settings a user picks for themselves: checked and converted, never saved here."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django import forms
+
+from scheduling.models import UserSchedule
+from scheduling.recurrence import Frequency
+from tenants.validators import TimezoneValidator, iana_time_zones
+
+FREQUENCY_CHOICES = [(choice.value, choice.value.capitalize()) for choice in Frequency]
+HOUR_CHOICES = [(hour, f"{hour:02d}:00") for hour in range(24)]
+# What the form offers before the user has ever chosen an hour or a day.
+DEFAULT_HOUR = 8
+DEFAULT_WEEKDAY = UserSchedule.Weekday.MONDAY
+
+
+def _zone_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in sorted(iana_time_zones())]
+
+
+class DigestSettingsForm(forms.Form):
+    frequency = forms.ChoiceField(
+        label="Frequency",
+        choices=FREQUENCY_CHOICES,
+        error_messages={"invalid_choice": "Choose off, hourly, daily or weekly."},
+    )
+    weekday = forms.TypedChoiceField(
+        label="Day",
+        choices=UserSchedule.Weekday.choices,
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text="Used by weekly digests.",
+        error_messages={"invalid_choice": "Choose a day from Monday to Sunday."},
+    )
+    hour = forms.TypedChoiceField(
+        label="Hour",
+        choices=HOUR_CHOICES,
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text="Used by daily and weekly digests.",
+        error_messages={"invalid_choice": "Choose an hour from 00:00 to 23:00."},
+    )
+    timezone = forms.CharField(
+        label="Time zone",
+        widget=forms.Select(choices=_zone_choices),
+        validators=[TimezoneValidator()],
+        help_text="Digest times follow this zone's clock, summer time included.",
+        error_messages={"required": "Choose a time zone."},
+    )
+
+    def __init__(self, data=None, *, schedule: UserSchedule | None, default_zone: str):
+        super().__init__(data, initial=_initial(schedule, default_zone))
+
+    def clean_timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.cleaned_data["timezone"])
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        frequency = data.get("frequency")
+        if frequency is None:
+            return data  # its own error says why; nothing else can be judged
+        wanted = {
+            "hour": (
+                frequency in (Frequency.DAILY, Frequency.WEEKLY),
+                "Choose the hour of your daily or weekly digest.",
+            ),
+            "weekday": (frequency == Frequency.WEEKLY, "Choose the day of your weekly digest."),
+        }
+        for name, (needed, message) in wanted.items():
+            if not needed:
+                # A value the frequency doesn't use is ignored, whatever it is.
+                self.errors.pop(name, None)
+                data[name] = None
+            elif data.get(name) is None and name not in self.errors:
+                self.add_error(name, message)
+        return data
+
+    def rule(self) -> dict[str, Any] | None:
+        """The rule shown: the submitted one once valid, the saved one before; None if invalid."""
+        if not self.is_bound:
+            values = {name: self.initial[name] for name in ("frequency", "hour", "weekday")}
+            return values | {"zone": ZoneInfo(self.initial["timezone"])}
+        if not self.is_valid():
+            return None
+        data = self.cleaned_data
+        return {
+            "frequency": data["frequency"],
+            "hour": data["hour"],
+            "weekday": data["weekday"],
+            "zone": data["timezone"],
+        }
+
+    def schedule_fields(self) -> dict[str, Any]:
+        """The keyword arguments of scheduling.services.user_schedule_update."""
+        rule = self.rule()
+        assert rule is not None, "call is_valid() first"
+        zone = rule.pop("zone")
+        return rule | {"timezone_name": zone.key}
+
+
+def _initial(schedule: UserSchedule | None, default_zone: str) -> dict[str, Any]:
+    if schedule is None:
+        return {
+            "frequency": Frequency.OFF.value,
+            "hour": DEFAULT_HOUR,
+            "weekday": DEFAULT_WEEKDAY,
+            "timezone": default_zone,
+        }
+    return {
+        "frequency": schedule.frequency,
+        "hour": DEFAULT_HOUR if schedule.hour is None else schedule.hour,
+        "weekday": DEFAULT_WEEKDAY if schedule.weekday is None else schedule.weekday,
+        "timezone": schedule.timezone,
+    }
