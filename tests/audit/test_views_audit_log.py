@@ -16,9 +16,9 @@ from tests.conftest import logged_in, site_client
 
 pytestmark = pytest.mark.django_db
 
-LOG_QUERIES = (
-    10  # domain, session, user, count, page; django-tenants sets the search path before each
-)
+# Domain, session, user, count, page, and a SET search_path for public, for the tenant
+# and for the selector's explicit schema_context.
+LOG_QUERIES = 8
 NOON_UTC = datetime(2026, 7, 1, 10, 0, tzinfo=UTC)  # 12:00 in Berlin (CEST)
 
 

@@ -485,8 +485,8 @@ def test_the_page_takes_a_fixed_number_of_queries(
     client = logged_in(tenant_a, member_a)
 
     # The host's tenant, the session, the user, the schedule and the digests: five reads,
-    # each after django-tenants sets the search path.
-    with django_assert_num_queries(10):
+    # and two SET search_path (public for the host, then the tenant's schema).
+    with django_assert_num_queries(7):
         response = client.get(PAGE)
 
     assert len(_history_rows(response.content.decode())) == deliveries
@@ -502,9 +502,9 @@ def test_the_preview_takes_a_fixed_number_of_queries(
             _delivery(member_a, period=start + timedelta(days=day))
     client = logged_in(tenant_a, member_a)
 
-    # The host's tenant, the session and the user, each after django-tenants sets the
-    # search path; the times are computed, not read.
-    with django_assert_num_queries(6):
+    # The host's tenant, the session and the user, and two SET search_path; the times are
+    # computed, not read.
+    with django_assert_num_queries(5):
         response = client.get(PREVIEW, WEEKLY_MONDAY_0800_BERLIN)
 
     assert len(_preview_items(response.content.decode())) == 3

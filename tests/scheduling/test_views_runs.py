@@ -167,11 +167,11 @@ def test_the_history_costs_the_same_queries_with_1_or_30_runs(
     client = logged_in(tenant_a, member_a)
     headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
     runs_create(tenant_a, 1, newest=NOON - timedelta(days=1))
-    # Domain, session, user, the count and the page of runs, each after SET search_path.
-    with django_assert_num_queries(10):
+    # Domain, session, user, the count and the page of runs, and two SET search_path.
+    with django_assert_num_queries(7):
         one = client.get(URL, {"status": "ok"}, **headers)
     runs_create(tenant_a, 29, newest=NOON)
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(7):
         many = client.get(URL, {"status": "ok"}, **headers)
 
     assert (len(_rows(one)), len(_rows(many))) == (1, 25)

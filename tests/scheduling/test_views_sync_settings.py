@@ -176,8 +176,8 @@ def test_a_paused_tenant_shows_paused_as_its_next_run(tenant_a, admin_a):
 def test_the_page_costs_a_fixed_number_of_queries(tenant_a, admin_a, django_assert_num_queries):
     client = logged_in(tenant_a, admin_a)
 
-    # Domain, session, user and the sync task, each after django-tenants' SET search_path.
-    with django_assert_num_queries(8):
+    # Domain, session, user and the sync task, and two SET search_path.
+    with django_assert_num_queries(6):
         response = client.get(URL)
 
     assert response.status_code == 200

@@ -15,7 +15,7 @@ from tests.factories import PASSWORD
 pytestmark = pytest.mark.django_db
 
 NEW_PASSWORD = "plum-orchard-sunrise-42"
-ACCOUNT_QUERIES = 6  # domain, session, user; django-tenants sets the search path before each
+ACCOUNT_QUERIES = 5  # domain, session, user, and two SET search_path (public, then the tenant)
 
 
 def _change(client, old=PASSWORD, new=NEW_PASSWORD, again=None):
