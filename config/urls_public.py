@@ -9,6 +9,8 @@ from tenants.accounts import views as account_views
 admin.site.site_header = "Scheduler operations"
 admin.site.site_title = "Scheduler operations"
 admin.site.index_title = "Platform"
+# The sidebar repeats the index's app list on every page, at a cost on each list request.
+admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),

@@ -12,6 +12,7 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Prefetch
+from django.utils.html import format_html
 
 from scheduling.intervals import (
     IntervalSyntaxError,
@@ -145,6 +146,9 @@ class TenantAdmin(admin.ModelAdmin):
         "user_count",
     )
     list_filter = ("status", "source_kind")
+    list_per_page = 50
+    # The paginator's count is enough; a second count of every tenant tells nothing more.
+    show_full_result_count = False
     search_fields = ("name", "schema_name", "domains__domain")
     readonly_fields = ("schema_name", "public_id", "created_at", "status_changed_at", "token_state")
     inlines = [DomainInline]
@@ -164,6 +168,16 @@ class TenantAdmin(admin.ModelAdmin):
         for tenant in page:
             tenant.activity = activity.get(tenant.schema_name)
         return changelist
+
+    def action_checkbox(self, obj):
+        # The same markup as Django's, without rendering a widget template for every row:
+        # that was a third of the list's time with 10,000 tenants (see bench_pages).
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            obj.pk,
+            f"Select this object for an action - {obj}",
+        )
 
     @admin.display(description="primary domain")
     def primary_domain(self, tenant: Tenant) -> str:

@@ -57,6 +57,8 @@ class Tenant(TenantMixin):
 
     class Meta:
         ordering = ["name"]
+        # The operator's tenant list pages through every tenant by name.
+        indexes = [models.Index(fields=["name"], name="tenant_name")]
         constraints = [
             models.CheckConstraint(
                 name="tenant_status_valid", condition=models.Q(status__in=["active", "paused"])

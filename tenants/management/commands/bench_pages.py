@@ -404,6 +404,9 @@ class Command(BaseCommand):
         self.say(f"created and migrated {name} in {migrated - started:.1f} s")
         seeded = seed(tenants=options["tenants"], runs=options["runs"], users=options["users"])
         self.say(f"seeded in {time.perf_counter() - migrated:.1f} s: {self._rows()}")
+        with connection.cursor() as cursor:
+            # Planner statistics, as autovacuum would have them on a real database by now.
+            cursor.execute("ANALYZE")
         results = []
         for page in pages_for(seeded, tenants=options["tenants"]):
             results.append(measure(page, requests=options["requests"], warmup=options["warmup"]))
