@@ -17,10 +17,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from notifications.forms import DigestSettingsForm
 from notifications.selectors import digest_deliveries_recent, digest_schedule_get, digest_zone
-from notifications.templatetags.digest_times import local_time
 from scheduling.models import UserSchedule
 from scheduling.recurrence import next_due_times
 from scheduling.services import user_schedule_update
+from scheduling.templatetags.local_times import local_time
 
 PREVIEW_COUNT = 3
 

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from scheduling.forms import RunFilterForm, SyncNoteForm, SyncSettingsForm
 from scheduling.selectors import sync_next_run, sync_overview, sync_run_list
-from scheduling.templatetags.sync_display import moment_display
+from scheduling.templatetags.local_times import moment_display
 from tenants.accounts.decorators import tenant_admin_required
 from tenants.models import Tenant
 from tenants.services import (

@@ -1,4 +1,4 @@
-"""Sync times, durations and errors as people read them; times in the tenant's zone, named.
+"""Times, durations and errors as people read them, in the tenant's or the user's zone.
 
 Plain string formatting on purpose: these run for every row of the run history,
 and Django's `date` and `truncatechars` filters cost translation lookups per call.
@@ -18,14 +18,24 @@ register = template.Library()
 SUMMARY_LENGTH = 80
 
 
-def _local(moment: datetime, zone_name: str) -> datetime:
-    return moment.astimezone(ZoneInfo(zone_name))
+def _local(moment: datetime, zone: str | ZoneInfo) -> datetime:
+    return moment.astimezone(zone if isinstance(zone, ZoneInfo) else ZoneInfo(zone))
 
 
 def moment_display(moment: datetime, zone_name: str) -> str:
     """Such as Sat 21 Nov 2026, 14:15 CET (Europe/Berlin)."""
-    local = _local(moment, zone_name)
-    return f"{local:%a} {local.day} {local:%b %Y, %H:%M} {local.tzname()} ({zone_name})"
+    return f"{local_time(moment, zone_name)} ({zone_name})"
+
+
+@register.filter
+def local_time(moment: datetime, zone: str | ZoneInfo) -> str:
+    """Such as Mon 23 Nov 2026, 08:00 CET, for a page that names the zone once.
+
+    The abbreviation comes from the aware datetime itself: it tells the two 01:00s of
+    a night the clocks go back apart (EDT, EST), where Django's "T" format leaves it out.
+    """
+    local = _local(moment, zone)
+    return f"{local:%a} {local.day} {local:%b %Y, %H:%M} {local.tzname()}"
 
 
 @register.filter
