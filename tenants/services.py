@@ -99,12 +99,17 @@ def tenant_create(
 
 
 def _status_set(*, tenant: Tenant, status: str) -> bool:
-    if tenant.status == status:
-        return False
-    tenant.status = status
-    tenant.status_changed_at = timezone.now()
-    tenant.save(update_fields=["status", "status_changed_at"])
-    return True
+    # The row, its periodic tasks and the audit event change together; the row lock
+    # makes two admins pausing at once record one pause, not two.
+    with transaction.atomic():
+        stored = Tenant.objects.select_for_update().values_list("status", flat=True)
+        tenant.status = stored.get(pk=tenant.pk)
+        if tenant.status == status:
+            return False
+        tenant.status = status
+        tenant.status_changed_at = timezone.now()
+        tenant.save(update_fields=["status", "status_changed_at"])
+        return True
 
 
 def tenant_pause(*, tenant: Tenant, note: str = "") -> bool:
