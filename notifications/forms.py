@@ -7,19 +7,16 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 
+from scheduling.forms import TimeZoneSelect
 from scheduling.models import UserSchedule
 from scheduling.recurrence import Frequency
-from tenants.validators import TimezoneValidator, iana_time_zones
+from tenants.validators import TimezoneValidator
 
 FREQUENCY_CHOICES = [(choice.value, choice.value.capitalize()) for choice in Frequency]
 HOUR_CHOICES = [(hour, f"{hour:02d}:00") for hour in range(24)]
 # What the form offers before the user has ever chosen an hour or a day.
 DEFAULT_HOUR = 8
 DEFAULT_WEEKDAY = UserSchedule.Weekday.MONDAY
-
-
-def _zone_choices() -> list[tuple[str, str]]:
-    return [(name, name) for name in sorted(iana_time_zones())]
 
 
 class DigestSettingsForm(forms.Form):
@@ -48,7 +45,7 @@ class DigestSettingsForm(forms.Form):
     )
     timezone = forms.CharField(
         label="Time zone",
-        widget=forms.Select(choices=_zone_choices),
+        widget=TimeZoneSelect,
         validators=[TimezoneValidator()],
         help_text="Digest times follow this zone's clock, summer time included.",
         error_messages={"required": "Choose a time zone."},

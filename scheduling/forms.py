@@ -60,8 +60,11 @@ class TimeZoneSelect(forms.Widget):
             option.replace("<option ", "<option selected ", 1) if zone == chosen else option
             for zone, option in _time_zone_options()
         )
-        final_attrs = {**self.build_attrs(self.attrs, attrs), "name": name}
-        return format_html("<select{}>{}</select>", flatatt(final_attrs), mark_safe(options))
+        attrs = self.build_attrs(self.attrs, attrs)
+        # The name first, as Django's Select writes it.
+        return format_html(
+            '<select name="{}"{}>{}</select>', name, flatatt(attrs), mark_safe(options)
+        )
 
 
 class _Form(forms.Form):

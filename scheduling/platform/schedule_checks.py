@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from celery import current_app
 from celery.schedules import ParseException
@@ -28,6 +28,7 @@ from django_celery_beat.models import SOLAR_SCHEDULES, CrontabSchedule, Periodic
 
 from scheduling.jobs import JOBS, Job
 from tenants.models import Tenant
+from tenants.validators import iana_time_zones
 
 RESERVED_PREFIX = "tenant:"
 _NAME_MAX = PeriodicTask._meta.get_field("name").max_length
@@ -230,7 +231,7 @@ def _cron_field(name: str, value: Any) -> str:
 
 
 def _zone_check(value: Any) -> ZoneInfo:
-    if not isinstance(value, str) or value not in _iana_zones():
+    if not isinstance(value, str) or value not in iana_time_zones():
         raise ValidationError(f"{value!r} is not an IANA time zone such as 'Europe/Berlin'.")
     return ZoneInfo(value)
 
@@ -371,11 +372,6 @@ def _is_number(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return _is_int(value) or isinstance(value, Decimal)
-
-
-@cache
-def _iana_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
 
 
 @cache

@@ -497,7 +497,7 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Let cleanup finish even if Ctrl-C is pressed again."""
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -656,7 +656,7 @@ class Command(BaseCommand):
             self._rows(result, rows, queue)
             self._measure(result, rows, client, queue)
         finally:
-            with _signals_held():
+            with signals_held():
                 self._cleanup(result, rows, client, queue)
 
     def _rows(self, result: SizeResult, rows: Rows, queue: str) -> None:
@@ -710,7 +710,7 @@ class Command(BaseCommand):
             )
             Session(self, result, rows, beat, reader, watch, spawned).run()
         finally:
-            with _signals_held():
+            with signals_held():
                 result.rss_peak_mb = beat.memory_mb("VmHWM") or result.rss_peak_mb
                 stop_s, killed = beat.stop()
                 reader.stop()

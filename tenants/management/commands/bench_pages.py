@@ -40,6 +40,7 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from django_tenants.utils import schema_context
 
 from scheduling.jobs import SYNC
+from scheduling.management.commands.bench_beat import signals_held
 from scheduling.models import SyncRun, UserSchedule
 from scheduling.platform.models import SyncFailure, TenantTask
 from scheduling.platform.services import (
@@ -109,17 +110,6 @@ def _switch(name: str) -> None:
     connection.set_schema_to_public()
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Cleanup that a second Ctrl-C must not cut short."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -139,7 +129,7 @@ def bench_database(*, keep: bool, say: Callable[[str], None]) -> Iterator[str]:
         _switch(name)
         yield name
     finally:
-        with _signals_held():
+        with signals_held():
             _switch(original)
             if keep:
                 say(f"kept the bench database {name}")
