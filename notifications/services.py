@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
+from notifications.delivery import DeliveryRetry
 from notifications.emails import email_build
 from notifications.models import DigestDelivery
 from notifications.selectors import digest_changes
@@ -37,10 +38,6 @@ GIVE_UP_AFTER = timedelta(days=1)
 # A sync stamps changed_at before it commits, so a digest window must not end after
 # the start of a sync still running; one running longer than this is taken as dead.
 SYNC_RUN_HORIZON = timedelta(minutes=10)
-
-
-class DigestSendError(Exception):
-    """The email backend failed; the delivery stays pending for a retry."""
 
 
 def digests_dispatch(*, now: datetime | None = None) -> int:
@@ -113,9 +110,9 @@ def _send_on_commit(delivery: DigestDelivery) -> None:
 
 def _stale_requeue(*, now: datetime) -> int:
     """Queue again the deliveries whose message was lost; fail those lost for too long."""
-    pending = DigestDelivery.objects.filter(status=DigestDelivery.Status.PENDING)
+    pending = DigestDelivery.objects.filter(status=DigestDelivery.Status.QUEUED)
     pending.filter(created_at__lt=now - GIVE_UP_AFTER).update(
-        status=DigestDelivery.Status.FAILED, error="Never sent: the send task did not run."
+        status=DigestDelivery.Status.FAILED, last_error="Never sent: the send task did not run."
     )
     stale = list(
         pending.filter(created_at__lt=now - REQUEUE_AFTER)[: settings.DIGEST_DISPATCH_BATCH]
@@ -147,18 +144,18 @@ def digest_send(*, delivery_id: str, task_id: str = "", final: bool = True) -> D
         )
         if delivery is None:
             raise ValidationError(f"There is no digest delivery {key} in this tenant.")
-        if delivery.status != DigestDelivery.Status.PENDING:
+        if delivery.status != DigestDelivery.Status.QUEUED:
             return delivery
         delivery.attempts += 1
         delivery.task_id = task_id
         failure = _deliver(delivery)
         if failure is not None:
-            delivery.error = failure
+            delivery.last_error = failure
             if final:
                 delivery.status = DigestDelivery.Status.FAILED
         delivery.save()
     if failure is not None and not final:
-        raise DigestSendError(failure)
+        raise DeliveryRetry(failure)
     return delivery
 
 
@@ -167,7 +164,7 @@ def _deliver(delivery: DigestDelivery) -> str | None:
     changes = digest_changes(since=delivery.since, until=delivery.until)
     total = changes.count()
     if total == 0:
-        delivery.status = DigestDelivery.Status.EMPTY  # nothing changed: no email
+        delivery.status = DigestDelivery.Status.SKIPPED  # nothing changed: no email
         return None
     message = _digest_email(delivery=delivery, changes=changes, total=total)
     try:
@@ -176,7 +173,7 @@ def _deliver(delivery: DigestDelivery) -> str | None:
         logger.warning("Digest %s could not be sent: %s", delivery.public_id, exc)
         return f"The email could not be sent: {exc}"
     now = timezone.now()
-    delivery.status, delivery.sent_at, delivery.error = DigestDelivery.Status.SENT, now, ""
+    delivery.status, delivery.sent_at, delivery.last_error = DigestDelivery.Status.SENT, now, ""
     delivery.record_count, delivery.subject = total, message.subject
     UserSchedule.objects.filter(user=delivery.user, kind=UserSchedule.Kind.DIGEST).update(
         last_sent_at=now

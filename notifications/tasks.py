@@ -8,7 +8,8 @@ from celery import shared_task
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from notifications.services import DigestSendError, digest_send, digests_dispatch
+from notifications.delivery import DeliveryRetry, retry_countdown
+from notifications.services import digest_send, digests_dispatch
 from scheduling.jobs import DIGEST_DISPATCH, DIGEST_SEND, TenantJob
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def dispatch_digests() -> int:
     name=DIGEST_SEND.task_name,
     bind=True,
     ignore_result=True,
-    max_retries=settings.DIGEST_SEND_MAX_RETRIES,
+    max_retries=settings.NOTIFY_MAX_RETRIES,
 )
 def send_digest(self, delivery_id: str) -> None:
     final = self.request.retries >= self.max_retries
@@ -33,5 +34,5 @@ def send_digest(self, delivery_id: str) -> None:
     except ValidationError as exc:
         # A bad payload never gets better on retry: log it and drop the task.
         logger.error("Dropped %s[%s]: %s", self.name, self.request.id, exc.messages[0])
-    except DigestSendError as exc:
-        raise self.retry(exc=exc, countdown=30 * 2**self.request.retries) from exc
+    except DeliveryRetry as exc:
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc

@@ -22,6 +22,10 @@ class FetchError(Exception):
     """The fetch failed; the message is safe to show to the tenant's admin."""
 
 
+class FetchRefused(FetchError):
+    """The URL itself is refused (scheme, private address): trying again will not help."""
+
+
 @dataclass(frozen=True)
 class FetchResponse:
     status: int
@@ -47,7 +51,7 @@ def vetted_address(host: str, port: int) -> str:
     addresses = {info[4][0] for info in infos}
     for raw in addresses:
         if not _address_allowed(ipaddress.ip_address(raw.split("%")[0])):
-            raise FetchError(f"{host} resolves to {raw}, a private or local address; refused.")
+            raise FetchRefused(f"{host} resolves to {raw}, a private or local address; refused.")
     return sorted(addresses)[0]
 
 
@@ -76,20 +80,23 @@ def guarded_request(
     method: str = "GET",
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
+    connect_timeout: float | None = None,
+    read_timeout: float | None = None,
 ) -> FetchResponse:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise FetchError("Only http:// and https:// URLs with a host name can be fetched.")
+        raise FetchRefused("Only http:// and https:// URLs with a host name can be fetched.")
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     address = vetted_address(parts.hostname, port)
     connection_class = _PinnedHTTPS if https else _PinnedHTTP
-    conn = connection_class(parts.hostname, port, address, settings.SYNC_FETCH_CONNECT_TIMEOUT)
+    connect_timeout = connect_timeout or settings.SYNC_FETCH_CONNECT_TIMEOUT
+    conn = connection_class(parts.hostname, port, address, connect_timeout)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     limit = settings.SYNC_FETCH_MAX_BYTES
     try:
         conn.connect()
-        conn.sock.settimeout(settings.SYNC_FETCH_READ_TIMEOUT)
+        conn.sock.settimeout(read_timeout or settings.SYNC_FETCH_READ_TIMEOUT)
         conn.request(
             method, path, body=body, headers={"User-Agent": "scheduler-sync/1", **(headers or {})}
         )

@@ -37,13 +37,16 @@ DIGEST_DISPATCH = Job(
     "digests", "notifications.dispatch_digests", "tenant", "Queue the digests that are due"
 )
 DIGEST_SEND = Job("digest_send", "notifications.send_digest", "tenant", "Send one user's digest")
+WEBHOOK_SEND = Job(
+    "webhook_send", "notifications.send_webhook", "tenant", "POST one delivery to the webhook"
+)
 HEARTBEAT = Job("heartbeat", "scheduling.beat_heartbeat", "platform", "Record that beat is alive")
 CLEANUP = Job("cleanup", "scheduling.cleanup_runs", "platform", "Delete old run history")
 RECONCILE = Job("reconcile", "scheduling.reconcile", "platform", "Repair schedule drift")
 
 JOBS: dict[str, Job] = {
     job.task_name: job
-    for job in (SYNC, DIGEST_DISPATCH, DIGEST_SEND, HEARTBEAT, CLEANUP, RECONCILE)
+    for job in (SYNC, DIGEST_DISPATCH, DIGEST_SEND, WEBHOOK_SEND, HEARTBEAT, CLEANUP, RECONCILE)
 }
 
 

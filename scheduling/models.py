@@ -113,6 +113,8 @@ class UserSchedule(models.Model):
     weekday = models.PositiveSmallIntegerField(null=True, blank=True, choices=Weekday)
     timezone = models.CharField(max_length=64, validators=[TimezoneValidator()])
     enabled = models.BooleanField(default=True)
+    # When nothing changed in a period: False skips the digest, True sends a "nothing new" note.
+    send_when_empty = models.BooleanField(default=False)
     last_sent_at = models.DateTimeField(null=True, blank=True)
     next_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -51,6 +51,15 @@ class Tenant(TenantMixin):
     )
     # Write-only in every form: never rendered back to anyone.
     source_token = models.CharField(blank=True, max_length=500)
+    # After each sync run a signed JSON summary is POSTed here (notifications.webhooks).
+    webhook_url = models.URLField(
+        blank=True, max_length=500, validators=[URLValidator(schemes=["http", "https"])]
+    )
+    # The HMAC-SHA256 key of the webhook's signature; the tenant admin rotates it.
+    webhook_secret = models.CharField(blank=True, max_length=100)
+    # Set by a permanent delivery failure (a 4xx, a refused address), cleared by a success.
+    webhook_failing_since = models.DateTimeField(null=True, blank=True)
+    webhook_failure = models.CharField(blank=True, max_length=500)
     status = models.CharField(max_length=16, choices=Status, default=Status.ACTIVE)
     status_changed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -58,6 +58,7 @@ SHARED_APPS = [
     # After django_celery_beat: its admin replaces the library's PeriodicTask admin.
     "scheduling.platform",
     "scheduling.audit",
+    "notifications.platform",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -125,7 +126,16 @@ if TENANT_SYNC_INTERVAL_MIN > TENANT_SYNC_INTERVAL_MAX:
 DIGEST_DISPATCH_INTERVAL = env_int("DIGEST_DISPATCH_INTERVAL", 300, minimum=1)
 DIGEST_DISPATCH_BATCH = env_int("DIGEST_DISPATCH_BATCH", 500, minimum=1)
 DIGEST_MAX_RECORDS = env_int("DIGEST_MAX_RECORDS", 50, minimum=1)  # listed per email
-DIGEST_SEND_MAX_RETRIES = env_int("DIGEST_SEND_MAX_RETRIES", 3, minimum=0)
+
+# Deliveries (digest emails, webhooks): a transient failure (SMTP 4xx, a connection
+# error, a webhook 5xx or timeout) is retried after BASE * 2**n seconds, at most MAX
+# seconds, up to RETRIES times; a permanent one (SMTP 5xx, webhook 4xx) is not retried.
+NOTIFY_MAX_RETRIES = env_int("NOTIFY_MAX_RETRIES", 5, minimum=0)
+NOTIFY_RETRY_BASE = env_int("NOTIFY_RETRY_BASE", 30, minimum=1)
+NOTIFY_RETRY_MAX = env_int("NOTIFY_RETRY_MAX", 3600, minimum=1)
+# Tenant webhooks share the sync fetch's address guard; these bound each POST.
+WEBHOOK_CONNECT_TIMEOUT = env_int("WEBHOOK_CONNECT_TIMEOUT", 5, minimum=1)
+WEBHOOK_READ_TIMEOUT = env_int("WEBHOOK_READ_TIMEOUT", 10, minimum=1)
 
 # Sign-in throttling: failures counted per account and per client address.
 LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)

@@ -25,6 +25,8 @@ class Action(models.TextChoices):
     TENANT_DELETED = "tenant.deleted", "Tenant deleted"
     DIGEST_CHANGED = "digest.changed", "Digest settings changed"
     DIGEST_DELETED = "digest.deleted", "Digest settings deleted"
+    DIGEST_UNSUBSCRIBED = "digest.unsubscribed", "Unsubscribed from digests by email link"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated", "Webhook secret rotated"
     PERIODIC_TASK_CREATED = "periodic_task.created", "Periodic task created"
     PERIODIC_TASK_CHANGED = "periodic_task.changed", "Periodic task changed"
     PERIODIC_TASK_DELETED = "periodic_task.deleted", "Periodic task deleted"

@@ -41,6 +41,10 @@ class User(AbstractUser):
     full_name = models.CharField(max_length=150, blank=True)
     # Meaningful inside a tenant schema; operators in public are superusers instead.
     role = models.CharField(max_length=16, choices=Role, default=Role.MEMBER)
+    # Set when the mail server refused this address for good (an SMTP 5xx); digests to it
+    # are skipped until the user or an admin clears it, or the address changes.
+    email_failing_since = models.DateTimeField(null=True, blank=True)
+    email_failure = models.CharField(blank=True, max_length=500)
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"

@@ -12,7 +12,8 @@ from django.test import override_settings
 from django_tenants.utils import schema_context
 
 from notifications.models import DigestDelivery
-from notifications.services import DigestSendError, digest_send, digests_dispatch
+from notifications.delivery import DeliveryRetry
+from notifications.services import digest_send, digests_dispatch
 from notifications.tasks import dispatch_digests, send_digest
 from scheduling import metrics
 from scheduling.models import Record, UserSchedule
@@ -68,7 +69,7 @@ def test_the_dispatcher_queues_only_the_users_whose_digest_is_due(
         schedule = UserSchedule.objects.get(user=member_a)
     assert delivery.user_id == member_a.pk
     assert delivery.period == datetime(2026, 6, 8, 7, 0, tzinfo=UTC)  # Monday 09:00 CEST
-    assert delivery.status == "pending"
+    assert delivery.status == "queued"
     assert schedule.next_due_at == datetime(2026, 6, 9, 7, 0, tzinfo=UTC)  # on to Tuesday
 
 
@@ -132,7 +133,7 @@ def test_a_period_with_no_changes_sends_no_email(member_a, django_capture_on_com
     with schema_context("acme"):
         delivery = digest_send(delivery_id=str(DigestDelivery.objects.get().public_id))
 
-    assert delivery.status == "empty"
+    assert delivery.status == "skipped"
     assert mail.outbox == []
 
 
@@ -156,13 +157,13 @@ def test_a_failing_mail_server_keeps_the_digest_pending_then_fails_it(
     _dispatch(django_capture_on_commit_callbacks)
     with schema_context("acme"):
         key = str(DigestDelivery.objects.get().public_id)
-        with pytest.raises(DigestSendError, match="could not be sent"):
+        with pytest.raises(DeliveryRetry, match="could not be sent"):
             digest_send(delivery_id=key, final=False)
         pending = DigestDelivery.objects.get()
         failed = digest_send(delivery_id=key, final=True)
 
-    assert (pending.status, pending.attempts) == ("pending", 1)
-    assert "connection refused by test backend" in pending.error
+    assert (pending.status, pending.attempts) == ("queued", 1)
+    assert "connection refused by test backend" in pending.last_error
     assert (failed.status, failed.attempts) == ("failed", 2)
 
 
@@ -192,7 +193,7 @@ def test_a_delivery_id_from_another_tenant_sends_nothing(
     assert mail.outbox == []
     assert "There is no digest delivery" in caplog.text
     with schema_context("acme"):
-        assert DigestDelivery.objects.get().status == "pending"
+        assert DigestDelivery.objects.get().status == "queued"
 
 
 def test_the_tasks_run_in_the_tenant_named_by_the_header(
@@ -248,7 +249,10 @@ def test_a_delivery_whose_message_was_lost_is_queued_again_then_failed(
         given_up = DigestDelivery.objects.get(period__lt=MONDAY_0800_UTC)
 
     assert (len(soon), len(later)) == (0, 1)  # too fresh to resend, then resent once
-    assert (given_up.status, given_up.error) == ("failed", "Never sent: the send task did not run.")
+    assert (given_up.status, given_up.last_error) == (
+        "failed",
+        "Never sent: the send task did not run.",
+    )
 
 
 def test_a_window_stops_at_the_start_of_a_sync_still_running(

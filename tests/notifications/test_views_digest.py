@@ -408,11 +408,15 @@ def test_past_digests_show_their_period_status_and_changes_in_the_user_zone(tena
     with schema_context("acme"):
         user_schedule_update(user=member_a, frequency="daily", hour=8)
         _delivery(member_a, period=monday)
-        _delivery(member_a, period=monday + timedelta(days=1), status="empty", record_count=0)
+        _delivery(member_a, period=monday + timedelta(days=1), status="skipped", record_count=0)
         _delivery(
-            member_a, period=monday + timedelta(days=2), status="failed", sent_at=None, error="x"
+            member_a,
+            period=monday + timedelta(days=2),
+            status="failed",
+            sent_at=None,
+            last_error="x",
         )
-        _delivery(member_a, period=monday + timedelta(days=3), status="pending", sent_at=None)
+        _delivery(member_a, period=monday + timedelta(days=3), status="queued", sent_at=None)
 
     html = logged_in(tenant_a, member_a).get(PAGE).content.decode()
 
