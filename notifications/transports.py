@@ -76,7 +76,9 @@ class EmailTransport(Transport):
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
             # Refused or dropped connections, timeouts, TLS errors: the server may come back.
-            raise TransportError(f"The mail server could not be reached: {exc}", permanent=False)
+            raise TransportError(
+                f"The mail server could not be reached: {exc}", permanent=False
+            ) from None
         return Receipt(message_id=message_id)
 
 

@@ -11,8 +11,8 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 from django_tenants.utils import schema_context
 
-from notifications.models import DigestDelivery
 from notifications.delivery import DeliveryRetry
+from notifications.models import DigestDelivery
 from notifications.services import digest_send, digests_dispatch
 from notifications.tasks import dispatch_digests, send_digest
 from scheduling import metrics
