@@ -86,6 +86,11 @@ def delivery_attempt(
 def delivery_save(delivery: DigestDelivery | WebhookDelivery) -> None:
     """Save the tenant's row and its public copy; call inside the caller's transaction."""
     delivery.save()
+    delivery_log_write(delivery)
+
+
+def delivery_log_write(delivery: DigestDelivery | WebhookDelivery) -> None:
+    """Insert or update the public copy of a saved delivery."""
     DeliveryLog.objects.bulk_create(
         [_log_row(delivery)],
         update_conflicts=True,

@@ -14,6 +14,10 @@ from tenants.validators import TimezoneValidator
 
 FREQUENCY_CHOICES = [(choice.value, choice.value.capitalize()) for choice in Frequency]
 HOUR_CHOICES = [(hour, f"{hour:02d}:00") for hour in range(24)]
+WHEN_EMPTY_CHOICES = [
+    ("skip", "Skip that digest"),
+    ("send", "Send a short \u201cnothing new\u201d note"),
+]
 # What the form offers before the user has ever chosen an hour or a day.
 DEFAULT_HOUR = 8
 DEFAULT_WEEKDAY = UserSchedule.Weekday.MONDAY
@@ -42,6 +46,13 @@ class DigestSettingsForm(forms.Form):
         required=False,
         help_text="Used by daily and weekly digests.",
         error_messages={"invalid_choice": "Choose an hour from 00:00 to 23:00."},
+    )
+    when_empty = forms.ChoiceField(
+        label="When nothing changed",
+        choices=WHEN_EMPTY_CHOICES,
+        widget=forms.RadioSelect,
+        required=False,
+        error_messages={"invalid_choice": "Choose to skip the digest or to send a short note."},
     )
     timezone = forms.CharField(
         label="Time zone",
@@ -98,7 +109,10 @@ class DigestSettingsForm(forms.Form):
         rule = self.rule()
         assert rule is not None, "call is_valid() first"
         zone = rule.pop("zone")
-        return rule | {"timezone_name": zone.key}
+        # Left out of an older form or a hand-made POST: keep the stored choice.
+        when_empty = self.cleaned_data.get("when_empty") or None
+        send_when_empty = None if when_empty is None else when_empty == "send"
+        return rule | {"timezone_name": zone.key, "send_when_empty": send_when_empty}
 
 
 def _initial(schedule: UserSchedule | None, default_zone: str) -> dict[str, Any]:
@@ -108,10 +122,12 @@ def _initial(schedule: UserSchedule | None, default_zone: str) -> dict[str, Any]
             "hour": DEFAULT_HOUR,
             "weekday": DEFAULT_WEEKDAY,
             "timezone": default_zone,
+            "when_empty": "skip",
         }
     return {
         "frequency": schedule.frequency,
         "hour": DEFAULT_HOUR if schedule.hour is None else schedule.hour,
         "weekday": DEFAULT_WEEKDAY if schedule.weekday is None else schedule.weekday,
         "timezone": schedule.timezone,
+        "when_empty": "send" if schedule.send_when_empty else "skip",
     }

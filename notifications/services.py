@@ -7,33 +7,43 @@ TenantJobs) and never names another tenant.
 from __future__ import annotations
 
 import logging
-import smtplib
 import uuid
 from datetime import datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
 from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
-from notifications.delivery import DeliveryRetry
+from notifications.content import DigestContent, digest_content_build
+from notifications.delivery import (
+    DeliveryRetry,
+    delivery_attempt,
+    delivery_log_write,
+    delivery_save,
+)
 from notifications.emails import email_build
 from notifications.models import DigestDelivery
-from notifications.selectors import digest_changes
+from notifications.selectors import digest_schedule_get
+from notifications.transports import EmailTransport, TransportError
+from notifications.unsubscribe import unsubscribe_url
 from scheduling.jobs import DIGEST_SEND
 from scheduling.models import SyncRun, UserSchedule
 from scheduling.recurrence import PERIOD_LENGTH
+from tenants.accounts.models import User
 from tenants.selectors import tenant_current
 
 logger = logging.getLogger(__name__)
 
 # Bounds one dispatcher run; what is left waits for the next run, a few minutes on.
 MAX_BATCHES_PER_RUN = 20
-# A delivery still pending this long after it was queued lost its message (a worker
-# crash, a paused tenant, a broker hiccup) and is queued again; after a day it fails.
-REQUEUE_AFTER = timedelta(minutes=10)
+# A queued delivery untouched this long lost its message (a worker crash, a paused
+# tenant, a broker hiccup) and is queued again; the wait outlasts the longest retry
+# countdown, so a delivery waiting for its retry is left alone. After a day it fails.
+REQUEUE_AFTER = timedelta(seconds=settings.NOTIFY_RETRY_MAX) + timedelta(minutes=10)
 GIVE_UP_AFTER = timedelta(days=1)
 # A sync stamps changed_at before it commits, so a digest window must not end after
 # the start of a sync still running; one running longer than this is taken as dead.
@@ -89,9 +99,12 @@ def _dispatch_one(*, schedule: UserSchedule, now: datetime, until: datetime) -> 
         return 0
     since = schedule.previous_until or until - PERIOD_LENGTH[schedule.frequency]
     delivery, created = DigestDelivery.objects.get_or_create(
-        user=schedule.user, period=period, defaults={"since": min(since, until), "until": until}
+        user=schedule.user,
+        period=period,
+        defaults={"since": min(since, until), "until": until, "recipient": schedule.user.email},
     )
     if created:
+        delivery_log_write(delivery)
         _send_on_commit(delivery)
     return int(created)
 
@@ -110,12 +123,16 @@ def _send_on_commit(delivery: DigestDelivery) -> None:
 
 def _stale_requeue(*, now: datetime) -> int:
     """Queue again the deliveries whose message was lost; fail those lost for too long."""
-    pending = DigestDelivery.objects.filter(status=DigestDelivery.Status.QUEUED)
-    pending.filter(created_at__lt=now - GIVE_UP_AFTER).update(
-        status=DigestDelivery.Status.FAILED, last_error="Never sent: the send task did not run."
-    )
+    queued = DigestDelivery.objects.filter(status=DigestDelivery.Status.QUEUED)
+    with transaction.atomic():
+        for delivery in queued.filter(created_at__lt=now - GIVE_UP_AFTER).select_for_update(
+            skip_locked=True
+        )[: settings.DIGEST_DISPATCH_BATCH]:
+            delivery.status = DigestDelivery.Status.FAILED
+            delivery.last_error = "Never sent: the send task did not run."
+            delivery_save(delivery)
     stale = list(
-        pending.filter(created_at__lt=now - REQUEUE_AFTER)[: settings.DIGEST_DISPATCH_BATCH]
+        queued.filter(updated_at__lt=now - REQUEUE_AFTER)[: settings.DIGEST_DISPATCH_BATCH]
     )
     with transaction.atomic():
         for delivery in stale:
@@ -124,17 +141,17 @@ def _stale_requeue(*, now: datetime) -> int:
 
 
 def digest_send(*, delivery_id: str, task_id: str = "", final: bool = True) -> DigestDelivery:
-    """Send one queued digest, unless it was sent already; return the delivery.
+    """Send one queued digest, unless it was settled already; return the delivery.
 
     The row is locked while sending, so a retried or duplicated task waits and
-    then finds it settled. A backend failure is recorded; with `final` the
-    delivery is marked failed, otherwise DigestSendError is raised for a retry.
+    then finds it settled. A transient mail failure keeps it queued and raises
+    DeliveryRetry, unless this is the `final` attempt; a permanent one (SMTP 5xx)
+    fails it and marks the user's address as failing, so later digests skip it.
     """
     try:
         key = uuid.UUID(str(delivery_id))
     except ValueError:
         raise ValidationError(f"{delivery_id!r} is not a delivery id.") from None
-    failure = None
     with transaction.atomic():
         delivery = (
             DigestDelivery.objects.select_for_update(of=("self",))
@@ -144,62 +161,82 @@ def digest_send(*, delivery_id: str, task_id: str = "", final: bool = True) -> D
         )
         if delivery is None:
             raise ValidationError(f"There is no digest delivery {key} in this tenant.")
-        if delivery.status != DigestDelivery.Status.QUEUED:
+        if delivery.is_settled:
             return delivery
-        delivery.attempts += 1
-        delivery.task_id = task_id
-        failure = _deliver(delivery)
-        if failure is not None:
-            delivery.last_error = failure
-            if final:
-                delivery.status = DigestDelivery.Status.FAILED
-        delivery.save()
-    if failure is not None and not final:
-        raise DeliveryRetry(failure)
+        failure = _deliver(delivery, final=final, task_id=task_id)
+    if failure is not None and not failure.permanent and not final:
+        raise DeliveryRetry(failure.message)
     return delivery
 
 
-def _deliver(delivery: DigestDelivery) -> str | None:
-    """Send the email, or settle the delivery as empty; returns an error message or None."""
-    changes = digest_changes(since=delivery.since, until=delivery.until)
-    total = changes.count()
-    if total == 0:
-        delivery.status = DigestDelivery.Status.SKIPPED  # nothing changed: no email
-        return None
-    message = _digest_email(delivery=delivery, changes=changes, total=total)
-    try:
-        message.send()
-    except (OSError, smtplib.SMTPException) as exc:
-        logger.warning("Digest %s could not be sent: %s", delivery.public_id, exc)
-        return f"The email could not be sent: {exc}"
-    now = timezone.now()
-    delivery.status, delivery.sent_at, delivery.last_error = DigestDelivery.Status.SENT, now, ""
-    delivery.record_count, delivery.subject = total, message.subject
-    UserSchedule.objects.filter(user=delivery.user, kind=UserSchedule.Kind.DIGEST).update(
-        last_sent_at=now
+def _deliver(delivery: DigestDelivery, *, final: bool, task_id: str) -> TransportError | None:
+    user = delivery.user
+    schedule = digest_schedule_get(user=user)
+    reason = _skip_reason(user=user, schedule=schedule)
+    if reason:
+        return _skip(delivery, reason)
+    assert schedule is not None  # _skip_reason said so
+    content = digest_content_build(
+        delivery=delivery, frequency=schedule.frequency, zone=schedule.zone
     )
+    delivery.record_count = content.total
+    if content.total == 0 and not schedule.send_when_empty:
+        return _skip(delivery, "Nothing changed in this period.")
+    message = _digest_email(delivery=delivery, schedule=schedule, content=content)
+    delivery.subject = message.subject[: DigestDelivery._meta.get_field("subject").max_length]
+    failure = delivery_attempt(
+        delivery, transport=EmailTransport(), message=message, final=final, task_id=task_id
+    )
+    if failure is None:
+        UserSchedule.objects.filter(pk=schedule.pk).update(last_sent_at=delivery.sent_at)
+    elif failure.permanent:
+        # The server refused this address for good: stop mailing it until someone fixes it.
+        User.objects.filter(pk=user.pk).update(
+            email_failing_since=timezone.now(), email_failure=failure.message[:500]
+        )
+    return failure
+
+
+def _skip_reason(*, user: User, schedule: UserSchedule | None) -> str:
+    """Why this digest must not go out now, or "" when it may."""
+    if not user.is_active:
+        return "The account is deactivated."
+    if schedule is None or not schedule.is_live:
+        return "Digests were turned off before this one was sent."
+    if user.email_failing_since is not None:
+        return f"Not sent: mail to {user.email} was refused ({user.email_failure})."
+    return ""
+
+
+def _skip(delivery: DigestDelivery, reason: str) -> None:
+    delivery.status, delivery.last_error = DigestDelivery.Status.SKIPPED, reason
+    delivery_save(delivery)
     return None
 
 
-def _digest_email(*, delivery: DigestDelivery, changes, total: int):
-    schedule = UserSchedule.objects.filter(
-        user=delivery.user, kind=UserSchedule.Kind.DIGEST
-    ).first()
-    zone = schedule.zone if schedule else timezone.get_default_timezone()
-    records = list(changes[: settings.DIGEST_MAX_RECORDS])
-    items = [
-        {"record": record, "is_new": record.first_seen_at == record.changed_at}
-        for record in records
-    ]
+def _digest_email(
+    *, delivery: DigestDelivery, schedule: UserSchedule, content: DigestContent
+) -> EmailMultiAlternatives:
+    tenant = tenant_current()
+    unsubscribe = unsubscribe_url(user=delivery.user)
     context = {
-        "tenant": tenant_current(),
+        "tenant": tenant,
         "user": delivery.user,
         "delivery": delivery,
-        "total": total,
-        "items": items,
-        "more": total - len(records),
-        "zone_name": str(zone),
-        "schedule_text": schedule.describe() if schedule else "",
+        "content": content,
+        "frequency": schedule.frequency,
+        "zone_name": schedule.timezone,
+        "schedule_text": schedule.describe(),
+        "settings_url": tenant.url_for("my_digest"),
+        "unsubscribe_url": unsubscribe,
     }
-    with timezone.override(zone):  # the template's date filters show the user's local time
-        return email_build(name="digest", context=context, to=[delivery.user.email])
+    headers = {
+        # RFC 2369 and RFC 8058: mail clients offer a one-click unsubscribe button.
+        "List-Unsubscribe": f"<{unsubscribe}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "Auto-Submitted": "auto-generated",
+    }
+    with timezone.override(schedule.zone):  # the templates' date filters show local time
+        return email_build(
+            name="digest", context=context, to=[delivery.user.email], headers=headers
+        )

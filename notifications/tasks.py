@@ -10,7 +10,8 @@ from django.core.exceptions import ValidationError
 
 from notifications.delivery import DeliveryRetry, retry_countdown
 from notifications.services import digest_send, digests_dispatch
-from scheduling.jobs import DIGEST_DISPATCH, DIGEST_SEND, TenantJob
+from notifications.webhooks import webhook_send
+from scheduling.jobs import DIGEST_DISPATCH, DIGEST_SEND, WEBHOOK_SEND, TenantJob
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,24 @@ def send_digest(self, delivery_id: str) -> None:
         digest_send(delivery_id=delivery_id, task_id=self.request.id or "", final=final)
     except ValidationError as exc:
         # A bad payload never gets better on retry: log it and drop the task.
+        logger.error("Dropped %s[%s]: %s", self.name, self.request.id, exc.messages[0])
+    except DeliveryRetry as exc:
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc
+
+
+@shared_task(
+    base=TenantJob,
+    name=WEBHOOK_SEND.task_name,
+    bind=True,
+    ignore_result=True,
+    max_retries=settings.NOTIFY_MAX_RETRIES,
+)
+def send_webhook(self, delivery_id: str) -> None:
+    final = self.request.retries >= self.max_retries
+    try:
+        webhook_send(delivery_id=delivery_id, task_id=self.request.id or "", final=final)
+    except ValidationError as exc:
+        # A bad or foreign id never gets better on retry: log it and drop the task.
         logger.error("Dropped %s[%s]: %s", self.name, self.request.id, exc.messages[0])
     except DeliveryRetry as exc:
         raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc

@@ -13,7 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from notifications.forms import DigestSettingsForm
 from notifications.selectors import digest_deliveries_recent, digest_schedule_get, digest_zone
@@ -21,6 +21,7 @@ from scheduling.models import UserSchedule
 from scheduling.recurrence import next_due_times
 from scheduling.services import user_schedule_update
 from scheduling.templatetags.local_times import local_time
+from tenants.accounts.services import user_email_failing_clear
 
 PREVIEW_COUNT = 3
 
@@ -55,6 +56,15 @@ def digest_preview(request):
     form = DigestSettingsForm(request.GET, schedule=None, default_zone=request.tenant.timezone)
     context = {"form": form, "list_errors": True}
     return render(request, "notifications/_preview.html", context | _preview(form))
+
+
+@login_required
+@require_POST
+def digest_email_retry(request):
+    """The user says their mailbox works again: digests may go to it once more."""
+    if user_email_failing_clear(user=request.user):
+        messages.success(request, f"Digests will be sent to {request.user.email} again.")
+    return redirect("my_digest")
 
 
 def _preview(form: DigestSettingsForm) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from notifications.webhooks import webhook_delivery_queue
 from scheduling.fetch import FetchError
 from scheduling.models import Record, SyncRun, UserSchedule
 from scheduling.platform.models import SyncFailure
@@ -109,6 +110,7 @@ def _run_finish(
             counts.unchanged,
         )
     run.save()
+    webhook_delivery_queue(run=run, tenant=tenant)  # never raises: it cannot fail the run
     if status == SyncRun.Status.FAILED:
         # The operators' cross-tenant overview reads this copy in the public schema.
         SyncFailure.objects.create(
@@ -130,6 +132,7 @@ def user_schedule_update(
     weekday: int | None = None,
     timezone_name: str | None = None,
     enabled: bool = True,
+    send_when_empty: bool | None = None,
     kind: str = UserSchedule.Kind.DIGEST,
     now: datetime | None = None,
 ) -> UserSchedule:
@@ -137,7 +140,8 @@ def user_schedule_update(
 
     The due time is recomputed from `now` only when the rule changes, so saving
     the same settings again neither skips nor repeats a digest. The zone
-    defaults to the one the schedule already has, else the tenant's.
+    defaults to the one the schedule already has, else the tenant's, and
+    `send_when_empty` to the stored choice.
     """
     schedule = UserSchedule.objects.select_for_update().filter(
         user=user, kind=kind
@@ -145,6 +149,8 @@ def user_schedule_update(
     rule_before = _schedule_rule(schedule) if schedule.pk else None
     schedule.frequency, schedule.hour, schedule.weekday = frequency, hour, weekday
     schedule.enabled = enabled
+    if send_when_empty is not None:
+        schedule.send_when_empty = send_when_empty
     if timezone_name:
         schedule.timezone = timezone_name
     if not schedule.is_live:

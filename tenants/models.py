@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.validators import URLValidator
 from django.db import models
 from django.db.models.functions import Lower
+from django.urls import reverse
 from django_tenants.models import DomainMixin, TenantMixin
 
 from tenants.validators import SyncIntervalValidator, TenantSlugValidator, TimezoneValidator
@@ -109,6 +110,12 @@ class Tenant(TenantMixin):
     def site_url(self) -> str:
         port = f":{settings.SITE_PORT}" if settings.SITE_PORT else ""
         return f"{settings.SITE_SCHEME}://{self.primary_host}{port}/"
+
+    def url_for(self, name: str, **kwargs) -> str:
+        """The absolute URL of a tenant site page, from settings and never a request's Host."""
+        return self.site_url.rstrip("/") + reverse(
+            name, urlconf=settings.ROOT_URLCONF, kwargs=kwargs
+        )
 
 
 class Domain(DomainMixin):

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
+from tenant_schemas_celery import task as tenant_task
 
 from tenants.accounts.models import User
 from tests.factories import PASSWORD, TenantFactory, UserFactory
@@ -18,6 +19,14 @@ from tests.factories import PASSWORD, TenantFactory, UserFactory
 def _public_schema_after_each_test():
     yield
     connection.set_schema_to_public()
+
+
+@pytest.fixture(autouse=True)
+def _no_tenant_rows_cached_across_tests():
+    """Workers cache Tenant rows by schema for CELERY_TASK_TENANT_CACHE_SECONDS; tests
+    recreate "acme" and "globex" with new keys, so a row cached by one test is stale."""
+    yield
+    tenant_task._shared_storage.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
     database_config,
+    email_config,
     env_bool,
     env_int,
     env_list,
@@ -270,6 +271,11 @@ if EMAIL_USE_TLS and EMAIL_USE_SSL:
     raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive.")
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / ".local" / "mail"))
+# EMAIL_URL (or EMAIL_URL_FILE) wins over the EMAIL_* variables above for all it says:
+# the backend and, for SMTP, host, port, user, password and TLS (and ?timeout=).
+_EMAIL_URL = env_secret("EMAIL_URL")
+if _EMAIL_URL is not None:
+    globals().update(email_config(_EMAIL_URL))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"Scheduler <noreply@{BASE_DOMAIN}>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 

@@ -8,6 +8,7 @@ transaction as each change, so a search across tenants never opens every schema.
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.functions import Collate, Upper
 
 from notifications.models import STATUS_VALUES, Channel, DeliveryStatus
 
@@ -37,8 +38,23 @@ class DeliveryLog(models.Model):
         indexes = [
             models.Index(fields=["-created_at"], name="deliverylog_created"),
             models.Index(fields=["tenant", "-created_at"], name="deliverylog_tenant_created"),
-            # Search by address: "did customer X get their digest?"
-            models.Index(fields=["recipient", "-created_at"], name="deliverylog_recipient"),
+            # The admin's search (notifications.platform.admin): an address or URL in any
+            # letter case, whole or its beginning. In the "C" collation a btree also
+            # serves LIKE 'PREFIX%', whatever the database's own collation is.
+            models.Index(Collate(Upper("recipient"), "C"), name="deliverylog_recipient"),
+            # ... a provider's message id, found in a bounce or a receiver's log; most
+            # rows that have none (skipped, failed) stay out of the index.
+            models.Index(
+                fields=["provider_message_id"],
+                condition=~models.Q(provider_message_id=""),
+                name="deliverylog_provider_id",
+            ),
+            # The status filter's useful case: what failed lately, newest first.
+            models.Index(
+                fields=["-created_at"],
+                condition=models.Q(status="failed"),
+                name="deliverylog_failed_created",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

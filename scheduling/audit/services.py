@@ -167,7 +167,7 @@ def _event_write(*, schema: str, fields: dict[str, Any]) -> AuditEvent:
 # snapshot rides on the instance between the two signals of one save().
 
 _SNAPSHOT_ATTR = "_audit_before"
-SECRET_FIELDS = frozenset({"source_token"})
+SECRET_FIELDS = frozenset({"source_token", "webhook_secret"})
 
 
 @dataclass(frozen=True)
@@ -246,6 +246,8 @@ TENANT_FIELDS = (
     "source_kind",
     "source_url",
     "source_token",
+    "webhook_url",
+    "webhook_secret",
     "status",
 )
 _STATUS_ACTIONS = {"paused": Action.TENANT_PAUSED, "active": Action.TENANT_RESUMED}
@@ -299,7 +301,19 @@ def tenant_audit_deleted(*, tenant: Tenant) -> None:
 
 # --- Users' digest settings (in the tenant's schema) ----------------------------
 
-USER_SCHEDULE_FIELDS = ("frequency", "hour", "weekday", "timezone", "enabled")
+USER_SCHEDULE_FIELDS = ("frequency", "hour", "weekday", "timezone", "enabled", "send_when_empty")
+_schedule_action: ContextVar[str] = ContextVar("audit_schedule_action", default="")
+
+
+@contextmanager
+def digest_change_recorded_as(action: str) -> Iterator[str]:
+    """Record digest setting changes inside the block as `action` (an unsubscribe, say)
+    instead of digest.changed."""
+    token = _schedule_action.set(action)
+    try:
+        yield action
+    finally:
+        _schedule_action.reset(token)
 
 
 def user_schedule_audit_snapshot(
@@ -313,7 +327,7 @@ def user_schedule_audit_saved(*, schedule: UserSchedule, created: bool) -> None:
     changes = _saved_changes(instance=schedule, fields=USER_SCHEDULE_FIELDS, created=created)
     if changes is not None:
         audit_record(
-            action=Action.DIGEST_CHANGED,
+            action=_schedule_action.get() or Action.DIGEST_CHANGED,
             target=_schedule_target(schedule),
             before=changes[0],
             after=changes[1],

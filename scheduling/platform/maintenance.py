@@ -14,7 +14,8 @@ from django.db.models import Count, Max
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from notifications.models import DigestDelivery
+from notifications.models import DigestDelivery, WebhookDelivery
+from notifications.platform.models import DeliveryLog
 from scheduling.models import SyncRun
 from scheduling.platform.models import SyncFailure
 from tenants.models import Tenant
@@ -28,11 +29,12 @@ class RunSummary:
 
 
 def run_history_cleanup(*, older_than: timedelta, now: datetime | None = None) -> dict[str, int]:
-    """Delete every tenant's SyncRuns that started, and digest deliveries that were
-    due, before now - older_than, and the public copies of its failed runs as well.
+    """Delete every tenant's SyncRuns that started, digest deliveries that were due,
+    and webhook deliveries that were created before now - older_than, and the public
+    copies of its failed runs and of its deliveries as well.
 
     Returns the number of rows deleted per tenant slug (zeros included), so the
-    caller can log what each tenant lost; a failed run's public copy is a row of its own.
+    caller can log what each tenant lost; a public copy is a row of its own.
     """
     cutoff = (now or timezone.now()) - older_than
     deleted: dict[str, int] = {}
@@ -40,12 +42,16 @@ def run_history_cleanup(*, older_than: timedelta, now: datetime | None = None) -
         "pk", "schema_name"
     ):
         with schema_context(schema):
+            # Test webhooks have no run; a run's own webhooks also go with it (cascade).
+            webhooks, _ = WebhookDelivery.objects.filter(created_at__lt=cutoff).delete()
             runs, _ = SyncRun.objects.filter(started_at__lt=cutoff).delete()
             deliveries, _ = DigestDelivery.objects.filter(period__lt=cutoff).delete()
         failures, _ = SyncFailure.objects.filter(
             tenant_id=tenant_id, started_at__lt=cutoff
         ).delete()
-        deleted[schema] = runs + deliveries + failures
+        # One statement per tenant on deliverylog_tenant_created, as for the failures.
+        logs, _ = DeliveryLog.objects.filter(tenant_id=tenant_id, created_at__lt=cutoff).delete()
+        deleted[schema] = runs + deliveries + webhooks + failures + logs
     return deleted
 
 

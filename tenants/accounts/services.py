@@ -11,7 +11,6 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.sessions.models import Session
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.urls import reverse
 from django.utils import timezone
 
 from notifications.emails import email_build
@@ -83,7 +82,11 @@ def user_invite_send(*, user: User) -> None:
             context={
                 "user": user,
                 "tenant": tenant,
-                "link": _invite_link(tenant_url=tenant.site_url, user=user),
+                "link": tenant.url_for(
+                    "invite_accept",
+                    public_id=user.public_id,
+                    token=invite_tokens.make_token(user),
+                ),
                 "inviter": actor_current(),
                 "valid_days": max(1, settings.PASSWORD_RESET_TIMEOUT // 86400),
             },
@@ -92,16 +95,6 @@ def user_invite_send(*, user: User) -> None:
         user_audit_record(action=Action.USER_INVITED, user=user)
         # robust: a mail server that is down is logged; the admin can send it again.
         transaction.on_commit(message.send, robust=True)
-
-
-def _invite_link(*, tenant_url: str, user: User) -> str:
-    # The tenant's own host from settings, never the request's Host header.
-    path = reverse(
-        "invite_accept",
-        urlconf=settings.ROOT_URLCONF,
-        kwargs={"public_id": user.public_id, "token": invite_tokens.make_token(user)},
-    )
-    return tenant_url.rstrip("/") + path
 
 
 def user_invite_accept(*, user: User, token: str, password: str) -> User:
@@ -151,6 +144,24 @@ def user_update(*, user: User, actor: User, full_name: str, role: str, is_active
         if before["is_active"] and not is_active:
             user_sessions_end(user=user)
     return user
+
+
+def user_email_failing_clear(*, user: User) -> bool:
+    """Let digests go to the user's address again after a permanent refusal; True if it was
+    marked failing. For when the mailbox has been fixed: the next failure marks it again."""
+    with transaction.atomic():
+        cleared = User.objects.filter(pk=user.pk, email_failing_since__isnull=False).update(
+            email_failing_since=None, email_failure=""
+        )
+        if cleared:
+            user_audit_record(
+                action=Action.USER_CHANGED,
+                user=user,
+                before={"email_failing": True},
+                after={"email_failing": False},
+            )
+    user.email_failing_since, user.email_failure = None, ""
+    return bool(cleared)
 
 
 def _user_changes_record(*, user: User, before: dict, actor: Actor) -> None:

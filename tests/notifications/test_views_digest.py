@@ -408,32 +408,47 @@ def test_past_digests_show_their_period_status_and_changes_in_the_user_zone(tena
     with schema_context("acme"):
         user_schedule_update(user=member_a, frequency="daily", hour=8)
         _delivery(member_a, period=monday)
-        _delivery(member_a, period=monday + timedelta(days=1), status="skipped", record_count=0)
+        _delivery(
+            member_a,
+            period=monday + timedelta(days=1),
+            status="skipped",
+            record_count=0,
+            last_error="Nothing changed in this period.",
+        )
         _delivery(
             member_a,
             period=monday + timedelta(days=2),
             status="failed",
             sent_at=None,
-            last_error="x",
+            attempts=3,
+            last_error="The mail server could not be reached: timed out",
         )
         _delivery(member_a, period=monday + timedelta(days=3), status="queued", sent_at=None)
 
     html = logged_in(tenant_a, member_a).get(PAGE).content.decode()
 
     assert _history_rows(html) == [
-        ["Wed 25 Nov 2026, 08:00 CET → Thu 26 Nov 2026, 08:00 CET", "Queued", "—", "—"],
-        ["Tue 24 Nov 2026, 08:00 CET → Wed 25 Nov 2026, 08:00 CET", "Failed", "—", "—"],
+        ["Wed 25 Nov 2026, 08:00 CET → Thu 26 Nov 2026, 08:00 CET", "Queued", "—", "—", ""],
+        [
+            "Tue 24 Nov 2026, 08:00 CET → Wed 25 Nov 2026, 08:00 CET",
+            "Failed",
+            "—",
+            "—",
+            "The mail server could not be reached: timed out (3 attempts)",
+        ],
         [
             "Mon 23 Nov 2026, 08:00 CET → Tue 24 Nov 2026, 08:00 CET",
-            "Nothing changed",
+            "Skipped",
             "Tue 24 Nov 2026, 08:01 CET",
             "0",
+            "Nothing changed in this period.",
         ],
         [
             "Sun 22 Nov 2026, 08:00 CET → Mon 23 Nov 2026, 08:00 CET",
             "Sent",
             "Mon 23 Nov 2026, 08:01 CET",
             "4",
+            "",
         ],
     ]
     assertInHTML('<span class="badge failed">Failed</span>', html)
@@ -512,3 +527,94 @@ def test_the_preview_takes_a_fixed_number_of_queries(
         response = client.get(PREVIEW, WEEKLY_MONDAY_0800_BERLIN)
 
     assert len(_preview_items(response.content.decode())) == 3
+
+
+# --- When nothing changed -------------------------------------------------------------
+
+
+def test_the_user_chooses_what_happens_when_nothing_changed(tenant_a, member_a, frozen):
+    client = logged_in(tenant_a, member_a)
+    html = client.get(PAGE).content.decode()
+    assert re.search(r'<input type="radio" name="when_empty" value="skip"[^>]*checked', html)
+
+    client.post(PAGE, WEEKLY_MONDAY_0800_BERLIN | {"when_empty": "send"})
+    assert _schedule(member_a).send_when_empty is True
+
+    client.post(PAGE, WEEKLY_MONDAY_0800_BERLIN)  # a form without the field keeps the choice
+    assert _schedule(member_a).send_when_empty is True
+
+    client.post(PAGE, WEEKLY_MONDAY_0800_BERLIN | {"when_empty": "skip"})
+    assert _schedule(member_a).send_when_empty is False
+
+
+def test_an_unknown_empty_digest_choice_is_explained_and_nothing_is_saved(
+    tenant_a, member_a, frozen
+):
+    response = logged_in(tenant_a, member_a).post(
+        PAGE, WEEKLY_MONDAY_0800_BERLIN | {"when_empty": "sometimes"}
+    )
+
+    assert response.status_code == 200
+    assert "Choose to skip the digest or to send a short note." in response.content.decode()
+    assert _schedule(member_a) is None
+
+
+# --- An address the mail server refused --------------------------------------------------
+
+RETRY = "/digest/email-retry/"
+
+
+def _mark_failing(user) -> None:
+    with schema_context("acme"):
+        type(user).objects.filter(pk=user.pk).update(
+            email_failing_since=SATURDAY_1000_UTC, email_failure="550 5.1.1 No such mailbox"
+        )
+
+
+def test_a_refused_address_is_shown_and_its_owner_can_send_digests_to_it_again(
+    tenant_a, admin_a, member_a
+):
+    from scheduling.audit.models import AuditEvent
+
+    _mark_failing(member_a)
+    client = logged_in(tenant_a, member_a)
+
+    html = client.get(PAGE).content.decode()
+    assert "Mail to member@acme.test was refused for good (550 5.1.1 No such mailbox)" in html
+    users_page = logged_in(tenant_a, admin_a).get("/users/").content.decode()
+    assert 'title="550 5.1.1 No such mailbox">email failing</span>' in users_page
+
+    response = client.post(RETRY)
+
+    assertRedirects(response, PAGE, fetch_redirect_response=False)
+    with schema_context("acme"):
+        member_a.refresh_from_db()
+        event = AuditEvent.objects.get(action="user.changed")
+    assert (member_a.email_failing_since, member_a.email_failure) == (None, "")
+    assert (event.before, event.after) == ({"email_failing": True}, {"email_failing": False})
+    assert "was refused for good" not in client.get(PAGE).content.decode()
+
+
+def test_the_retry_button_only_ever_clears_the_signed_in_users_own_address(
+    tenant_a, admin_a, member_a, tenant_b, outsider_b
+):
+    _mark_failing(admin_a)
+    with schema_context("globex"):
+        type(outsider_b).objects.filter(pk=outsider_b.pk).update(
+            email_failing_since=SATURDAY_1000_UTC, email_failure="550"
+        )
+
+    logged_in(tenant_a, member_a).post(RETRY, {"user": str(admin_a.public_id)})
+    foreign = logged_in(tenant_b, outsider_b).post(RETRY, HTTP_HOST=tenant_a.primary_host)
+    anonymous = site_client(tenant_a).post(RETRY)
+    get = logged_in(tenant_a, admin_a).get(RETRY)
+
+    assertRedirects(foreign, f"/login/?next={RETRY}", fetch_redirect_response=False)
+    assertRedirects(anonymous, f"/login/?next={RETRY}", fetch_redirect_response=False)
+    assert get.status_code == 405
+    with schema_context("acme"):
+        admin_a.refresh_from_db()
+    with schema_context("globex"):
+        outsider_b.refresh_from_db()
+    assert admin_a.email_failing_since is not None
+    assert outsider_b.email_failing_since is not None
