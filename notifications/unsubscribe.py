@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import uuid
 
-from django.conf import settings
 from django.core import signing
 from django.db import connection, transaction
-from django.urls import reverse
 from django_tenants.utils import get_public_schema_name
 
 from scheduling.audit.models import Action
@@ -50,10 +48,7 @@ def unsubscribe_token(*, user: User) -> str:
 
 def unsubscribe_url(*, user: User) -> str:
     """The absolute unsubscribe link on the current tenant's own site; needs no request."""
-    path = reverse(
-        "unsubscribe", urlconf=settings.ROOT_URLCONF, kwargs={"token": unsubscribe_token(user=user)}
-    )
-    return tenant_current().site_url.rstrip("/") + path
+    return tenant_current().url_for("unsubscribe", token=unsubscribe_token(user=user))
 
 
 def unsubscribe_user_get(*, token: str) -> User:

@@ -34,6 +34,7 @@ def test_a_first_digest_setting_is_recorded_with_an_empty_before(member_a):
         "weekday": None,
         "timezone": "Europe/Berlin",
         "enabled": True,
+        "send_when_empty": False,
     }
     assert (event.actor_kind, event.actor_label, event.actor_id) == (
         "user",

@@ -405,7 +405,7 @@ def test_private_and_loopback_urls_are_refused_and_nothing_is_saved(tenant_a, ur
         ("ftp://93.184.215.14/hook", "Enter an http:// or https:// URL."),
         ("javascript:alert(1)", "Enter an http:// or https:// URL."),
         ("http://", "Enter an http:// or https:// URL."),
-        ("https://93.184.215.14:99999/", "Enter an http:// or https:// URL."),
+        ("https://93.184.215.14:99999/", "The port is not a valid number."),
         ("https://93.184.215.14/" + "x" * 500, "Use at most 500 characters."),
     ],
 )
@@ -427,7 +427,7 @@ def test_a_url_change_is_audited_with_the_secret_masked(tenant_a):
 
 
 def test_rotation_makes_a_new_secret_that_old_signatures_fail_and_is_audited_without_it(
-    tenant_a, receivers
+    tenant_a, tenant_b, receivers
 ):
     receiver = _hook(tenant_a, receivers())
     old = tenant_a.webhook_secret
