@@ -8,14 +8,18 @@ written in that same transaction.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from notifications.models import DeliveryStatus, DigestDelivery, WebhookDelivery
 from notifications.platform.models import DeliveryLog
 from notifications.transports import Transport, TransportError
+from scheduling.jobs import Job
 from tenants.selectors import tenant_current
 
 logger = logging.getLogger(__name__)
@@ -32,6 +36,14 @@ LOG_FIELDS = [
 ]
 
 
+# A queued delivery untouched this long lost its message (a worker crash, a paused
+# tenant, a broker outage) and is queued again; the wait outlasts the longest retry
+# countdown, so a delivery waiting for its retry is left alone. After a day it fails.
+REQUEUE_AFTER = timedelta(seconds=settings.NOTIFY_RETRY_MAX) + timedelta(minutes=10)
+GIVE_UP_AFTER = timedelta(days=1)
+REQUEUE_BATCH = 500
+
+
 class DeliveryRetry(Exception):
     """A transient failure with attempts left: the task should retry later."""
 
@@ -39,6 +51,37 @@ class DeliveryRetry(Exception):
 def retry_countdown(retries: int) -> int:
     """Seconds before retry number `retries + 1`: exponential, capped."""
     return min(settings.NOTIFY_RETRY_MAX, settings.NOTIFY_RETRY_BASE * 2**retries)
+
+
+def delivery_queue(delivery: DigestDelivery | WebhookDelivery, *, job: Job) -> None:
+    """Once the caller's transaction commits, send `job`'s task for the delivery, with
+    the tenant header of the schema the connection is on."""
+    schema = connection.schema_name
+    transaction.on_commit(
+        lambda: current_app.send_task(
+            job.task_name, args=[str(delivery.public_id)], headers={"_schema_name": schema}
+        ),
+        robust=True,  # a broker error loses this message only; deliveries_requeue_stale resends
+    )
+
+
+def deliveries_requeue_stale(
+    *, model: type[DigestDelivery | WebhookDelivery], job: Job, now: datetime
+) -> int:
+    """Queue again the deliveries whose message was lost, fail those lost for a day;
+    return how many were queued again."""
+    queued = model.objects.filter(status=DeliveryStatus.QUEUED)
+    with transaction.atomic():
+        lost = queued.filter(created_at__lt=now - GIVE_UP_AFTER).select_for_update(skip_locked=True)
+        for delivery in lost[:REQUEUE_BATCH]:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.last_error = "Never sent: the send task did not run."
+            delivery_save(delivery)
+    stale = list(queued.filter(updated_at__lt=now - REQUEUE_AFTER)[:REQUEUE_BATCH])
+    with transaction.atomic():
+        for delivery in stale:
+            delivery_queue(delivery, job=job)
+    return len(stale)
 
 
 def delivery_attempt(

@@ -6,10 +6,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django import forms
+from django.core.validators import URLValidator
 
 from scheduling.forms import TimeZoneSelect
 from scheduling.models import UserSchedule
 from scheduling.recurrence import Frequency
+from tenants.models import Tenant
 from tenants.validators import TimezoneValidator
 
 FREQUENCY_CHOICES = [(choice.value, choice.value.capitalize()) for choice in Frequency]
@@ -131,3 +133,20 @@ def _initial(schedule: UserSchedule | None, default_zone: str) -> dict[str, Any]
         "timezone": schedule.timezone,
         "when_empty": "send" if schedule.send_when_empty else "skip",
     }
+
+
+class WebhookForm(forms.Form):
+    webhook_url = forms.URLField(
+        label="Webhook URL",
+        required=False,
+        max_length=Tenant._meta.get_field("webhook_url").max_length,
+        assume_scheme="https",
+        validators=[URLValidator(schemes=["http", "https"])],
+        error_messages={"invalid": "Enter an http:// or https:// URL."},
+        help_text="After each sync run, a signed JSON summary is POSTed here. Leave empty to turn "
+        "the webhook off.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)

@@ -7,13 +7,15 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 
-from notifications.models import DigestDelivery
+from notifications.models import DigestDelivery, WebhookDelivery
 from scheduling.models import Record, UserSchedule
 from tenants.accounts.models import User
 from tenants.models import Tenant
 
 # How many past digests the "My digest" page lists.
 DIGEST_HISTORY_LENGTH = 20
+# How many webhook deliveries the Webhook page lists.
+WEBHOOK_HISTORY_LENGTH = 25
 
 
 def digest_changes(*, since: datetime, until: datetime) -> QuerySet[Record]:
@@ -38,3 +40,8 @@ def digest_deliveries_recent(
 ) -> list[DigestDelivery]:
     """The user's own latest digests, newest period first."""
     return list(DigestDelivery.objects.filter(user=user).order_by("-period")[:limit])
+
+
+def webhook_deliveries_recent(*, limit: int = WEBHOOK_HISTORY_LENGTH) -> list[WebhookDelivery]:
+    """The tenant's latest webhook deliveries, newest first."""
+    return list(WebhookDelivery.objects.order_by("-created_at", "-id")[:limit])

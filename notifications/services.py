@@ -10,19 +10,20 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
 from notifications.content import DigestContent, digest_content_build
 from notifications.delivery import (
     DeliveryRetry,
+    deliveries_requeue_stale,
     delivery_attempt,
     delivery_log_write,
+    delivery_queue,
     delivery_save,
 )
 from notifications.emails import email_build
@@ -40,11 +41,6 @@ logger = logging.getLogger(__name__)
 
 # Bounds one dispatcher run; what is left waits for the next run, a few minutes on.
 MAX_BATCHES_PER_RUN = 20
-# A queued delivery untouched this long lost its message (a worker crash, a paused
-# tenant, a broker hiccup) and is queued again; the wait outlasts the longest retry
-# countdown, so a delivery waiting for its retry is left alone. After a day it fails.
-REQUEUE_AFTER = timedelta(seconds=settings.NOTIFY_RETRY_MAX) + timedelta(minutes=10)
-GIVE_UP_AFTER = timedelta(days=1)
 # A sync stamps changed_at before it commits, so a digest window must not end after
 # the start of a sync still running; one running longer than this is taken as dead.
 SYNC_RUN_HORIZON = timedelta(minutes=10)
@@ -60,7 +56,7 @@ def digests_dispatch(*, now: datetime | None = None) -> int:
     """
     now = now or timezone.now()
     until = _window_end(now=now)
-    queued = _stale_requeue(now=now)
+    queued = deliveries_requeue_stale(model=DigestDelivery, job=DIGEST_SEND, now=now)
     for _ in range(MAX_BATCHES_PER_RUN):
         with transaction.atomic():
             due = _due_schedules(now=now)
@@ -105,39 +101,8 @@ def _dispatch_one(*, schedule: UserSchedule, now: datetime, until: datetime) -> 
     )
     if created:
         delivery_log_write(delivery)
-        _send_on_commit(delivery)
+        delivery_queue(delivery, job=DIGEST_SEND)
     return int(created)
-
-
-def _send_on_commit(delivery: DigestDelivery) -> None:
-    schema = connection.schema_name
-    transaction.on_commit(
-        lambda: current_app.send_task(
-            DIGEST_SEND.task_name,
-            args=[str(delivery.public_id)],
-            headers={"_schema_name": schema},
-        ),
-        robust=True,  # a broker error loses this message only; _stale_requeue retries it
-    )
-
-
-def _stale_requeue(*, now: datetime) -> int:
-    """Queue again the deliveries whose message was lost; fail those lost for too long."""
-    queued = DigestDelivery.objects.filter(status=DigestDelivery.Status.QUEUED)
-    with transaction.atomic():
-        for delivery in queued.filter(created_at__lt=now - GIVE_UP_AFTER).select_for_update(
-            skip_locked=True
-        )[: settings.DIGEST_DISPATCH_BATCH]:
-            delivery.status = DigestDelivery.Status.FAILED
-            delivery.last_error = "Never sent: the send task did not run."
-            delivery_save(delivery)
-    stale = list(
-        queued.filter(updated_at__lt=now - REQUEUE_AFTER)[: settings.DIGEST_DISPATCH_BATCH]
-    )
-    with transaction.atomic():
-        for delivery in stale:
-            _send_on_commit(delivery)
-    return len(stale)
 
 
 def digest_send(*, delivery_id: str, task_id: str = "", final: bool = True) -> DigestDelivery:

@@ -7,20 +7,16 @@ The secret is shown in full once, on the page after it is created or rotated.
 
 from __future__ import annotations
 
-from typing import Any
-
-from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from notifications.forms import WebhookForm
+from notifications.selectors import webhook_deliveries_recent
 from notifications.webhooks import (
-    URL_MAX_LENGTH,
-    webhook_deliveries_recent,
     webhook_secret_masked,
     webhook_secret_rotate,
     webhook_settings_update,
@@ -30,23 +26,6 @@ from tenants.accounts.decorators import tenant_admin_required
 
 # The new secret, kept in the session only until the next page shows it.
 SECRET_ONCE = "webhook_secret_once"
-
-
-class WebhookForm(forms.Form):
-    webhook_url = forms.URLField(
-        label="Webhook URL",
-        required=False,
-        max_length=URL_MAX_LENGTH,
-        assume_scheme="https",
-        validators=[URLValidator(schemes=["http", "https"])],
-        error_messages={"invalid": "Enter an http:// or https:// URL."},
-        help_text="After each sync run, a signed JSON summary is POSTed here. Leave empty to turn "
-        "the webhook off.",
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("label_suffix", "")
-        super().__init__(*args, **kwargs)
 
 
 @never_cache  # the page may show a secret

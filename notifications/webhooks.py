@@ -22,15 +22,19 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from celery import current_app
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import connection, transaction
-from django.db.models import QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from notifications.delivery import DeliveryRetry, delivery_attempt, delivery_save
+from notifications.delivery import (
+    DeliveryRetry,
+    deliveries_requeue_stale,
+    delivery_attempt,
+    delivery_queue,
+    delivery_save,
+)
 from notifications.models import WebhookDelivery
 from notifications.transports import WebhookMessage, WebhookTransport
 from scheduling.audit.models import Action
@@ -45,7 +49,6 @@ logger = logging.getLogger(__name__)
 EVENT_RUN = "sync_run.finished"
 EVENT_TEST = "webhook.test"
 USER_AGENT = "scheduler-webhook/1"
-RECENT_DELIVERIES = 25
 URL_MAX_LENGTH = Tenant._meta.get_field("webhook_url").max_length
 
 
@@ -58,10 +61,11 @@ def webhook_delivery_queue(*, run: SyncRun, tenant: Tenant) -> WebhookDelivery |
     Called inside the run's own transaction. It never raises: a webhook problem is
     logged and must not fail or roll back the sync run it reports on.
     """
-    if not tenant.webhook_url:
-        return None
     try:
         with transaction.atomic():  # a savepoint: an error here leaves the run's writes alone
+            deliveries_requeue_stale(model=WebhookDelivery, job=WEBHOOK_SEND, now=timezone.now())
+            if not tenant.webhook_url:
+                return None
             delivery = WebhookDelivery.objects.filter(sync_run=run).first()
             if delivery is None:
                 delivery = WebhookDelivery(kind=WebhookDelivery.Kind.RUN, sync_run=run)
@@ -93,13 +97,7 @@ def _queue(delivery: WebhookDelivery, *, tenant: Tenant, payload: dict[str, Any]
         **payload,
     }
     delivery_save(delivery)
-    schema = connection.schema_name
-    transaction.on_commit(
-        lambda: current_app.send_task(
-            WEBHOOK_SEND.task_name, args=[str(delivery.public_id)], headers={"_schema_name": schema}
-        ),
-        robust=True,  # a broker error must not surface in the sync run or the page
-    )
+    delivery_queue(delivery, job=WEBHOOK_SEND)
 
 
 def _run_summary(run: SyncRun) -> dict[str, Any]:
@@ -287,11 +285,3 @@ def webhook_secret_rotate(*, tenant: Tenant) -> str:
 def webhook_secret_masked(secret: str) -> str:
     """Enough of the secret to tell which one is in use: its last four characters."""
     return f"••••••••{secret[-4:]}" if secret else ""
-
-
-# --- Reads ----------------------------------------------------------------------
-
-
-def webhook_deliveries_recent() -> QuerySet[WebhookDelivery]:
-    """The tenant's latest webhook deliveries, newest first."""
-    return WebhookDelivery.objects.order_by("-created_at", "-id")[:RECENT_DELIVERIES]

@@ -155,6 +155,30 @@ def test_queueing_twice_for_one_run_keeps_one_delivery(
     assert len(queued) == 1
 
 
+def test_a_delivery_whose_task_was_lost_is_queued_again_by_the_next_run_then_failed(
+    tenant_a, receivers, django_capture_on_commit_callbacks
+):
+    _hook(tenant_a, receivers())
+    _, lost = _run(tenant_a)  # queued, but the broker lost its message
+    with schema_context("acme"):
+        WebhookDelivery.objects.filter(pk=lost.pk).update(
+            created_at=NOW - timedelta(hours=2), updated_at=NOW - timedelta(hours=2)
+        )
+    with time_machine.travel(NOW, tick=False), django_capture_on_commit_callbacks() as queued:
+        _run(tenant_a)
+    with schema_context("acme"):
+        WebhookDelivery.objects.filter(pk=lost.pk).update(created_at=NOW - timedelta(days=2))
+    with time_machine.travel(NOW, tick=False):
+        _run(tenant_a)
+
+    assert len(queued) == 2  # the lost one again, and the new run's
+    given_up = _stored(lost)
+    assert (given_up.status, given_up.last_error) == (
+        "failed",
+        "Never sent: the send task did not run.",
+    )
+
+
 def test_a_crash_in_the_webhook_code_never_fails_the_run(tenant_a, receivers, monkeypatch, caplog):
     _hook(tenant_a, receivers())
 
