@@ -177,17 +177,17 @@ def test_odd_search_input_finds_nothing_and_breaks_nothing(deliveries, operator_
     assert DeliveryLog.objects.count() == 4
 
 
-def test_a_search_with_a_nul_byte_is_refused_with_a_message(deliveries, operator_client):
-    response = operator_client.get(URL, {"q": "member\x00@acme.test"})
-
-    assert response.status_code == 200
-    assert "Null characters are not allowed." in response.content.decode()
-    assert len(_listed(response)) == 4  # as if nothing had been searched
+@pytest.mark.parametrize(
+    "query", [{"q": "member\x00@acme.test"}, {"tenant": "\x00"}, {"status": "\x00"}]
+)
+def test_a_nul_byte_anywhere_in_the_query_is_a_bad_request(deliveries, operator_client, query):
+    # config.middleware.NulCharacterGuardMiddleware answers before the admin runs.
+    assert operator_client.get(URL, query).status_code == 400
 
 
 @pytest.mark.parametrize(
     "query",
-    [{"recipient": "member@acme.test"}, {"last_error__contains": "x"}, {"recipient": "\x00"}],
+    [{"recipient": "member@acme.test"}, {"last_error__contains": "x"}],
 )
 def test_a_hand_made_field_lookup_is_a_bad_request(deliveries, operator_client, query):
     assert operator_client.get(URL, query).status_code == 400
@@ -228,11 +228,8 @@ def test_the_tenant_filter_shows_one_tenants_deliveries_by_its_public_id(
     [
         {"tenant": "not-a-uuid"},
         {"tenant": str(uuid.uuid4())},
-        {"tenant": "\x00"},
         {"topic": "bogus"},
-        {"topic": "a\x00"},
         {"status": "bogus"},
-        {"status": "\x00"},
         {"channel": "carrier-pigeon"},
     ],
 )
