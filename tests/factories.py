@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import factory
 from django.db import connection
+from django.utils import timezone
 
+from scheduling.models import Record
 from tenants.accounts.models import User
 from tenants.services import tenant_create
 
@@ -43,3 +45,17 @@ class UserFactory(factory.django.DjangoModelFactory):
             "tenant users belong in a tenant schema"
         )
         return super()._create(model_class, *args, **kwargs)
+
+
+class RecordFactory(factory.django.DjangoModelFactory):
+    """A synced record, in whatever tenant schema the connection is on. It is new at
+    `changed_at` unless `first_seen_at` says it was first seen earlier."""
+
+    class Meta:
+        model = Record
+
+    external_id = factory.Sequence(lambda n: f"r-{n}")
+    title = factory.LazyAttribute(lambda o: f"Record {o.external_id}")
+    url = factory.LazyAttribute(lambda o: f"https://example.test/{o.external_id}")
+    changed_at = factory.LazyFunction(timezone.now)
+    first_seen_at = factory.LazyAttribute(lambda o: o.changed_at)

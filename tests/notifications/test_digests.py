@@ -16,22 +16,13 @@ from notifications.models import DigestDelivery
 from notifications.services import digest_send, digests_dispatch
 from notifications.tasks import dispatch_digests, send_digest
 from scheduling import metrics
-from scheduling.models import Record, UserSchedule
+from scheduling.models import UserSchedule
 from scheduling.services import user_schedule_update
+from tests.factories import RecordFactory
 
 pytestmark = pytest.mark.django_db
 
 MONDAY_0800_UTC = datetime(2026, 6, 8, 8, 0, tzinfo=UTC)  # 10:00 in Berlin (CEST)
-
-
-def _record(external_id: str, *, changed_at: datetime, first_seen_at: datetime | None = None):
-    return Record.objects.create(
-        external_id=external_id,
-        title=f"Record {external_id}",
-        url=f"https://example.test/{external_id}",
-        first_seen_at=first_seen_at or changed_at,
-        changed_at=changed_at,
-    )
 
 
 @pytest.fixture
@@ -43,13 +34,13 @@ def digests_on(admin_a, member_a):
         user_schedule_update(
             user=admin_a, frequency="weekly", hour=9, weekday=4, now=MONDAY_0800_UTC
         )
-        _record("r-new", changed_at=MONDAY_0800_UTC - timedelta(hours=3))
-        _record(
-            "r-updated",
+        RecordFactory(external_id="r-new", changed_at=MONDAY_0800_UTC - timedelta(hours=3))
+        RecordFactory(
+            external_id="r-updated",
             changed_at=MONDAY_0800_UTC - timedelta(hours=2),
             first_seen_at=MONDAY_0800_UTC - timedelta(days=30),
         )
-        _record("r-old", changed_at=MONDAY_0800_UTC - timedelta(days=3))
+        RecordFactory(external_id="r-old", changed_at=MONDAY_0800_UTC - timedelta(days=3))
 
 
 def _dispatch(django_capture_on_commit_callbacks, slug="acme", now=MONDAY_0800_UTC):
@@ -113,7 +104,7 @@ def test_the_next_digest_starts_where_the_last_one_ended(
     with schema_context("acme"):
         first = DigestDelivery.objects.get()
         digest_send(delivery_id=str(first.public_id))
-        _record("r-tuesday", changed_at=tuesday - timedelta(hours=1))
+        RecordFactory(external_id="r-tuesday", changed_at=tuesday - timedelta(hours=1))
     _dispatch(django_capture_on_commit_callbacks, now=tuesday)
     with schema_context("acme"):
         second = DigestDelivery.objects.order_by("period").last()
@@ -208,7 +199,7 @@ def test_the_tasks_run_in_the_tenant_named_by_the_header(
             timezone_name="UTC",
             now=MONDAY_0800_UTC - timedelta(days=1),
         )
-        _record("g-1", changed_at=MONDAY_0800_UTC - timedelta(hours=1))
+        RecordFactory(external_id="g-1", changed_at=MONDAY_0800_UTC - timedelta(hours=1))
 
     with django_capture_on_commit_callbacks() as queued:
         dispatch_digests.apply(headers={"_schema_name": "globex"})

@@ -23,9 +23,9 @@ from notifications.models import DigestDelivery
 from notifications.platform.models import DeliveryLog
 from notifications.services import digests_dispatch
 from notifications.tasks import send_digest
-from scheduling.models import Record
 from scheduling.services import user_schedule_update
 from tenants.accounts.models import User
+from tests.factories import RecordFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -82,16 +82,6 @@ def smtp():
         controller.stop()
 
 
-def _record(external_id: str, *, changed_at: datetime, first_seen_at: datetime | None = None):
-    Record.objects.create(
-        external_id=external_id,
-        title=f"Record {external_id}",
-        url=f"https://example.test/{external_id}",
-        first_seen_at=first_seen_at or changed_at,
-        changed_at=changed_at,
-    )
-
-
 @pytest.fixture
 def two_due(admin_a, member_a):
     """In acme: the admin's and the member's daily 09:00 digests are due, with two changes."""
@@ -100,9 +90,9 @@ def two_due(admin_a, member_a):
             user_schedule_update(
                 user=user, frequency="daily", hour=9, now=MONDAY_0800_UTC - timedelta(days=1)
             )
-        _record("r-new", changed_at=MONDAY_0800_UTC - timedelta(hours=3))
-        _record(
-            "r-updated",
+        RecordFactory(external_id="r-new", changed_at=MONDAY_0800_UTC - timedelta(hours=3))
+        RecordFactory(
+            external_id="r-updated",
             changed_at=MONDAY_0800_UTC - timedelta(hours=2),
             first_seen_at=MONDAY_0800_UTC - timedelta(days=30),
         )
@@ -207,7 +197,7 @@ def test_a_permanent_refusal_fails_at_once_and_stops_later_digests_to_that_addre
     # The next day: the member's digest is skipped without touching the server.
     tuesday = MONDAY_0800_UTC + timedelta(days=1)
     with schema_context("acme"):
-        _record("r-tuesday", changed_at=tuesday - timedelta(hours=1))
+        RecordFactory(external_id="r-tuesday", changed_at=tuesday - timedelta(hours=1))
     _dispatch_and_send(django_capture_on_commit_callbacks, now=tuesday)
 
     with schema_context("acme"):
