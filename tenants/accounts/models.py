@@ -42,7 +42,7 @@ class User(AbstractUser):
     # Meaningful inside a tenant schema; operators in public are superusers instead.
     role = models.CharField(max_length=16, choices=Role, default=Role.MEMBER)
     # Set when the mail server refused this address for good (an SMTP 5xx); digests to it
-    # are skipped until the user or an admin clears it, or the address changes.
+    # are skipped until the user says the mailbox works again (on My digest).
     email_failing_since = models.DateTimeField(null=True, blank=True)
     email_failure = models.CharField(blank=True, max_length=500)
 
