@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.core.exceptions import SuspiciousOperation
 
+from scheduling.platform.health import health_response
+
 
 class NulCharacterInRequest(SuspiciousOperation):
     """PostgreSQL text cannot hold U+0000; a value carrying one would fail in the database."""
@@ -29,3 +31,14 @@ class NulCharacterGuardMiddleware:
                 if "\x00" in key or any("\x00" in value for value in values):
                     raise NulCharacterInRequest("A NUL character in the request's parameters.")
         return self.get_response(request)
+
+
+class HealthCheckMiddleware:
+    """Answer /healthz, /healthz/beat and /healthz/worker before host routing, so a probe
+    needs no tenant or operator host name (see scheduling.platform.health)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return health_response(request) or self.get_response(request)

@@ -128,6 +128,9 @@ DIGEST_DISPATCH_INTERVAL = env_int("DIGEST_DISPATCH_INTERVAL", 300, minimum=1)
 DIGEST_DISPATCH_BATCH = env_int("DIGEST_DISPATCH_BATCH", 500, minimum=1)
 DIGEST_MAX_RECORDS = env_int("DIGEST_MAX_RECORDS", 50, minimum=1)  # listed per email
 
+# /healthz/beat answers 503 once beat's heartbeat (a platform task every 60 s) is older.
+HEALTH_BEAT_MAX_AGE = env_int("HEALTH_BEAT_MAX_AGE", 120, minimum=1)
+
 # Deliveries (digest emails, webhooks): a transient failure (SMTP 4xx, a connection
 # error, a webhook 5xx or timeout) is retried after BASE * 2**n seconds, at most MAX
 # seconds, up to RETRIES times; a permanent one (SMTP 5xx, webhook 4xx) is not retried.
@@ -150,6 +153,8 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 MIDDLEWARE = [
+    # First: probes reach the health checks on any host name, with no session or tenant.
+    "config.middleware.HealthCheckMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.NulCharacterGuardMiddleware",
