@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from celery import shared_task
 from django.conf import settings
@@ -29,14 +30,7 @@ def dispatch_digests() -> int:
     max_retries=settings.NOTIFY_MAX_RETRIES,
 )
 def send_digest(self, delivery_id: str) -> None:
-    final = self.request.retries >= self.max_retries
-    try:
-        digest_send(delivery_id=delivery_id, task_id=self.request.id or "", final=final)
-    except ValidationError as exc:
-        # A bad payload never gets better on retry: log it and drop the task.
-        logger.error("Dropped %s[%s]: %s", self.name, self.request.id, exc.messages[0])
-    except DeliveryRetry as exc:
-        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc
+    _attempt(self, digest_send, delivery_id)
 
 
 @shared_task(
@@ -47,11 +41,16 @@ def send_digest(self, delivery_id: str) -> None:
     max_retries=settings.NOTIFY_MAX_RETRIES,
 )
 def send_webhook(self, delivery_id: str) -> None:
-    final = self.request.retries >= self.max_retries
+    _attempt(self, webhook_send, delivery_id)
+
+
+def _attempt(task, service: Callable[..., object], delivery_id: str) -> None:
+    """One attempt through `service`; retried with backoff while it asks for a retry."""
+    final = task.request.retries >= task.max_retries
     try:
-        webhook_send(delivery_id=delivery_id, task_id=self.request.id or "", final=final)
+        service(delivery_id=delivery_id, task_id=task.request.id or "", final=final)
     except ValidationError as exc:
         # A bad or foreign id never gets better on retry: log it and drop the task.
-        logger.error("Dropped %s[%s]: %s", self.name, self.request.id, exc.messages[0])
+        logger.error("Dropped %s[%s]: %s", task.name, task.request.id, exc.messages[0])
     except DeliveryRetry as exc:
-        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc
+        raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries)) from exc

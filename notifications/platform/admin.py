@@ -20,6 +20,7 @@ from django.utils.html import format_html
 
 from notifications.models import Channel, DeliveryStatus
 from notifications.platform.models import DeliveryLog
+from scheduling.readonly_admin import ReadOnlyAdminMixin
 from tenants.models import Tenant
 
 # The topics notifications.delivery writes; fixed, so the filter never reads them
@@ -121,7 +122,7 @@ def _uuid(value: str) -> uuid.UUID | None:
 
 
 @admin.register(DeliveryLog)
-class DeliveryLogAdmin(admin.ModelAdmin):
+class DeliveryLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created",
         "tenant_link",
@@ -148,15 +149,6 @@ class DeliveryLogAdmin(admin.ModelAdmin):
         "An email address or webhook URL, whole or its beginning, in any letter case; "
         "a tenant's slug, or its name's beginning; a delivery id; or a provider message id."
     )
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def lookup_allowed(self, lookup, value, request=None) -> bool:
         # Only the filters' own parameters: a hand-made ?recipient=... is refused (400),

@@ -11,12 +11,13 @@ from django_celery_beat.models import PeriodicTask
 from scheduling.audit import services
 from scheduling.audit.models import AuditEvent
 from scheduling.platform.services import headers_parse, periodic_task_run_now
+from scheduling.readonly_admin import ReadOnlyAdminMixin
 
 SUMMARY_LENGTH = 120
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: an audit trail that can be edited is no audit trail."""
 
     list_display = (
@@ -46,15 +47,6 @@ class AuditEventAdmin(admin.ModelAdmin):
         "public_id",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="actor", ordering="actor_label")
     def actor(self, event: AuditEvent) -> str:

@@ -32,6 +32,7 @@ from scheduling.platform.selectors import (
     tenant_sync_failures,
 )
 from scheduling.platform.services import headers_parse
+from scheduling.readonly_admin import ReadOnlyAdminMixin
 from tenants.models import Tenant
 
 PLATFORM = "_platform"  # no tenant slug has an underscore
@@ -197,19 +198,10 @@ class KnownCountPaginator(Paginator):
 
 
 @admin.register(SyncFailure)
-class SyncFailureAdmin(admin.ModelAdmin):
+class SyncFailureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only. Its list is the run overview: failing tenants, most failures first."""
 
     overview_template = "admin/scheduling_platform/syncfailure/run_overview.html"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
