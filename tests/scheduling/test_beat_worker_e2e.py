@@ -58,16 +58,22 @@ def e2e_tenants():
 
 @pytest.fixture
 def e2e_digests(e2e_tenants):
-    """In e2e-five, two users whose hourly digest is due now and one whose weekly one is not,
-    and records that changed within the hour for the digests to list."""
-    two_hours_ago = timezone.now() - timedelta(hours=2)
+    """In e2e-five, two users whose daily digest is due now and one whose weekly one is not,
+    and records that changed within the day for the digests to list. The daily hour is
+    twelve hours from now, so the next period never starts while the test runs (an hourly
+    one would, when the test crosses the top of an hour)."""
+    now = timezone.now()
+    two_days_ago = now - timedelta(days=2)
+    far_hour = (now.hour + 12) % 24
     with schema_context("e2e-five"):
         records_upsert(records=demo_records(run_number=0, now=timezone.now()), now=timezone.now())
         due = [User.objects.get(email="a@e2e-five.test")]
         due.append(User.objects.create_user("due@e2e-five.test", "x-pass-1234"))
         later = User.objects.create_user("later@e2e-five.test", "x-pass-1234")
         for user in due:
-            user_schedule_update(user=user, frequency="hourly", now=two_hours_ago)
+            user_schedule_update(
+                user=user, frequency="daily", hour=far_hour, timezone_name="UTC", now=two_days_ago
+            )
         user_schedule_update(user=later, frequency="weekly", hour=9, weekday=0)
     return sorted(user.email for user in due)
 
