@@ -131,6 +131,10 @@ DIGEST_MAX_RECORDS = env_int("DIGEST_MAX_RECORDS", 50, minimum=1)  # listed per 
 # /healthz/beat answers 503 once beat's heartbeat (a platform task every 60 s) is older.
 HEALTH_BEAT_MAX_AGE = env_int("HEALTH_BEAT_MAX_AGE", 120, minimum=1)
 
+# The operator APIs (/metrics, /api/status/schedules) accept `Authorization: Bearer
+# <OPS_API_TOKEN>` besides an operator's session; unset, only operators get in.
+OPS_API_TOKEN = env_secret("OPS_API_TOKEN")
+
 # Deliveries (digest emails, webhooks): a transient failure (SMTP 4xx, a connection
 # error, a webhook 5xx or timeout) is retried after BASE * 2**n seconds, at most MAX
 # seconds, up to RETRIES times; a permanent one (SMTP 5xx, webhook 4xx) is not retried.
@@ -232,7 +236,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "scheduling.beat:NominalTimeScheduler"  # stamps each message
 CELERY_BEAT_SCHEDULE: dict = {}  # every schedule lives in the database
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # tenant-schemas-celery: cache Tenant lookups in the worker for this many seconds.
