@@ -216,6 +216,7 @@ def _run_processes(env: dict[str, str], port: int) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     manage = [PYTHON, "manage.py"]
     celery = [PYTHON, "-m", "celery", "-A", "config"]
+    scheduler = "scheduling.beat:NominalTimeScheduler"  # as in the deploy files
     group = ProcessGroup()
     try:
         subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
@@ -223,7 +224,7 @@ def _run_processes(env: dict[str, str], port: int) -> int:
         subprocess.run([*manage, "setup_schedules"], cwd=ROOT, env=env, check=True)
         subprocess.run([*manage, "reconcile_schedules"], cwd=ROOT, env=env, check=True)
         group.start("web", [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env)
-        group.start("beat", [*celery, "beat", "--loglevel", "INFO"], env)
+        group.start("beat", [*celery, "beat", "--loglevel", "INFO", "--scheduler", scheduler], env)
         group.start("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], env)
         if _wait_for_http(f"http://127.0.0.1:{port}/login/", f"acme.localhost:{port}", 60):
             _say(f"ready: http://acme.localhost:{port}/  http://globex.localhost:{port}/")
