@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from scheduling.platform import prometheus, status_api
 from tenants.accounts import views as account_views
 
 admin.site.site_header = "Scheduler operations"
@@ -18,4 +19,6 @@ urlpatterns = [
     path("logout/", account_views.logout, name="logout"),
     path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
     path("admin/", admin.site.urls),
+    path("metrics", prometheus.metrics_view, name="metrics"),
+    path("api/status/schedules", status_api.schedules_status, name="api-status-schedules"),
 ]

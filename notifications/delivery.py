@@ -55,11 +55,14 @@ def retry_countdown(retries: int) -> int:
 
 def delivery_queue(delivery: DigestDelivery | WebhookDelivery, *, job: Job) -> None:
     """Once the caller's transaction commits, send `job`'s task for the delivery, with
-    the tenant header of the schema the connection is on."""
+    the tenant header of the schema the connection is on and the job's expiry."""
     schema = connection.schema_name
     transaction.on_commit(
         lambda: current_app.send_task(
-            job.task_name, args=[str(delivery.public_id)], headers={"_schema_name": schema}
+            job.task_name,
+            args=[str(delivery.public_id)],
+            headers={"_schema_name": schema},
+            expires=job.expires,
         ),
         robust=True,  # a broker error loses this message only; deliveries_requeue_stale resends
     )

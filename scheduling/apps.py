@@ -6,3 +6,7 @@ class SchedulingConfig(AppConfig):
 
     name = "scheduling"
     verbose_name = "Scheduling"
+
+    def ready(self):
+        # Celery signal receivers recording job metrics; they fire in the workers.
+        from scheduling import task_signals  # noqa: F401

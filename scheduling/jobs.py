@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django_tenants.utils import get_public_schema_name
 from tenant_schemas_celery.app import get_schema_name_from_task
@@ -26,23 +28,114 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
+    """A kind of work, and the bounds of one run of it (in seconds).
+
+    soft_time_limit  the task gets SoftTimeLimitExceeded and ends its run cleanly: a
+                     sync records a failed run, a delivery stays queued for its requeue;
+    time_limit       the worker kills the process running it (the hard limit), soon
+                     after the soft one; at most CELERY_TASK_TIME_LIMIT (300 s), which
+                     the deploy files' graceful stop and the broker's visibility timeout
+                     both exceed;
+    expires          how long a message sent by hand (run now, a queued delivery) stays
+                     worth starting. What beat sends expires when its schedule sends the
+                     next one (scheduling.beat), unless its PeriodicTask sets an expiry.
+
+    Expiry per kind: a sync or a digest dispatch does all an older one would, so a
+    message that waited past the next one is dropped, not run twice in a row; a run
+    pressed by hand waits at most a quarter of an hour, the default sync interval.
+    A delivery's retries keep its first message's expiry (Celery copies the absolute
+    time), so a send expires after a day: all NOTIFY_MAX_RETRIES countdowns fit in
+    it, and deliveries_requeue_stale fails a delivery still queued after a day anyway.
+    """
+
     kind: str
     task_name: str
     scope: str  # "tenant" or "platform"
     description: str
+    soft_time_limit: int
+    time_limit: int
+    expires: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.soft_time_limit < self.time_limit <= settings.CELERY_TASK_TIME_LIMIT:
+            raise ImproperlyConfigured(
+                f"Job {self.kind}: need 0 < soft_time_limit < time_limit <= "
+                f"CELERY_TASK_TIME_LIMIT ({settings.CELERY_TASK_TIME_LIMIT} s)."
+            )
 
 
-SYNC = Job("sync", "scheduling.sync_tenant", "tenant", "Sync the tenant's records from its source")
+DAY = 24 * 3600
+
+# One fetch waits at most SYNC_FETCH_CONNECT_TIMEOUT + SYNC_FETCH_READ_TIMEOUT (25 s) per
+# read of a body of up to SYNC_FETCH_MAX_BYTES; the upsert of that many records is seconds.
+SYNC = Job(
+    "sync",
+    "scheduling.sync_tenant",
+    "tenant",
+    "Sync the tenant's records from its source",
+    soft_time_limit=120,
+    time_limit=180,
+    expires=15 * 60,
+)
+# Up to MAX_BATCHES_PER_RUN (20) batches of DIGEST_DISPATCH_BATCH (500) users, a few
+# milliseconds each; what is left waits for the next run.
 DIGEST_DISPATCH = Job(
-    "digests", "notifications.dispatch_digests", "tenant", "Queue the digests that are due"
+    "digests",
+    "notifications.dispatch_digests",
+    "tenant",
+    "Queue the digests that are due",
+    soft_time_limit=120,
+    time_limit=180,
+    expires=settings.DIGEST_DISPATCH_INTERVAL,
 )
-DIGEST_SEND = Job("digest_send", "notifications.send_digest", "tenant", "Send one user's digest")
+# One SMTP conversation: half a dozen exchanges, each bounded by EMAIL_TIMEOUT (10 s).
+DIGEST_SEND = Job(
+    "digest_send",
+    "notifications.send_digest",
+    "tenant",
+    "Send one user's digest",
+    soft_time_limit=60,
+    time_limit=90,
+    expires=DAY,
+)
+# One POST: WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT (15 s).
 WEBHOOK_SEND = Job(
-    "webhook_send", "notifications.send_webhook", "tenant", "POST one delivery to the webhook"
+    "webhook_send",
+    "notifications.send_webhook",
+    "tenant",
+    "POST one delivery to the webhook",
+    soft_time_limit=30,
+    time_limit=60,
+    expires=DAY,
 )
-HEARTBEAT = Job("heartbeat", "scheduling.beat_heartbeat", "platform", "Record that beat is alive")
-CLEANUP = Job("cleanup", "scheduling.cleanup_runs", "platform", "Delete old run history")
-RECONCILE = Job("reconcile", "scheduling.reconcile", "platform", "Repair schedule drift")
+HEARTBEAT = Job(
+    "heartbeat",
+    "scheduling.beat_heartbeat",
+    "platform",
+    "Record that beat is alive",
+    soft_time_limit=10,
+    time_limit=20,
+    expires=60,
+)
+# Both visit every tenant's schema. Cut short, each does the rest on its next run.
+CLEANUP = Job(
+    "cleanup",
+    "scheduling.cleanup_runs",
+    "platform",
+    "Delete old run history",
+    soft_time_limit=240,
+    time_limit=300,
+    expires=3600,
+)
+RECONCILE = Job(
+    "reconcile",
+    "scheduling.reconcile",
+    "platform",
+    "Repair schedule drift",
+    soft_time_limit=240,
+    time_limit=300,
+    expires=3600,
+)
 
 JOBS: dict[str, Job] = {
     job.task_name: job
@@ -54,7 +147,26 @@ def job_for_task(task_name: str) -> Job | None:
     return JOBS.get(task_name)
 
 
-class TenantJob(TenantTask):
+class RegisteredJob(TenantTask):
+    """The base of TenantJob and PlatformJob: every task declared with either is a
+    registered job kind and runs within that kind's time limits and expiry, set here
+    once for all of them (over anything a decorator says)."""
+
+    abstract = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:  # TenantJob and PlatformJob themselves
+            return
+        job = job_for_task(name)
+        if job is None:
+            raise ImproperlyConfigured(f"Task {name} is not a job kind of scheduling.jobs.JOBS.")
+        cls.soft_time_limit, cls.time_limit = job.soft_time_limit, job.time_limit
+        cls.expires = job.expires
+
+
+class TenantJob(RegisteredJob):
     abstract = True
 
     def __call__(self, *args, **kwargs):
@@ -63,6 +175,7 @@ class TenantJob(TenantTask):
             # tenant-schemas-celery swallows a failed tenant lookup, leaving the connection on
             # public; running the body there would touch the wrong data, so refuse instead.
             metrics.refused_task_record()
+            metrics.task_outcome_mark(self, metrics.REFUSED)
             logger.error(
                 "Refused tenant task %s[%s]: header _schema_name=%r, connection schema=%r",
                 self.name,
@@ -77,11 +190,12 @@ class TenantJob(TenantTask):
             logger.info(
                 "Skipped tenant task %s[%s]: %s is paused", self.name, self.request.id, schema
             )
+            metrics.task_outcome_mark(self, metrics.SKIPPED)
             return None
         return super().__call__(*args, **kwargs)
 
 
-class PlatformJob(TenantTask):
+class PlatformJob(RegisteredJob):
     abstract = True
 
     def __call__(self, *args, **kwargs):

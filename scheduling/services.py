@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from notifications.webhooks import webhook_delivery_queue
+from scheduling import metrics
 from scheduling.fetch import FetchError
+from scheduling.jobs import SYNC
 from scheduling.models import Record, SyncRun, UserSchedule
 from scheduling.platform.models import SyncFailure
 from scheduling.sources import FeedError, SourceRecord, demo_records, http_json_fetch
@@ -25,6 +29,14 @@ from tenants.models import Tenant
 from tenants.selectors import tenant_current
 
 logger = logging.getLogger(__name__)
+
+RUN_REDELIVERED = "Interrupted: the worker stopped (redelivered)."
+RUN_ABANDONED = "Interrupted: no worker finished this run."
+RUN_TIMED_OUT = "Timed out: the sync ran past its time limit and was stopped."
+# The worker kills a sync at its hard time limit, so a run still "running" this long
+# after it started lost its worker (killed, its message expired or lost); the margin
+# allows for the clocks of different machines.
+RUN_ABANDONED_AFTER = timedelta(seconds=SYNC.time_limit) + timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,19 @@ def records_upsert(*, records: list[SourceRecord], now: datetime) -> UpsertCount
 def sync_run(
     *, tenant: Tenant, task_id: str = "", nominal_start: datetime | None = None
 ) -> SyncRun:
-    """Run one sync and return its SyncRun, ok or failed. A failed run changes no record."""
+    """Run one sync and return its SyncRun, ok or failed. A failed run changes no record.
+
+    A task id that already has a running run is a message delivered again because its
+    worker died mid-run (tasks are acknowledged late): that run is failed first. So is
+    any run still running RUN_ABANDONED_AFTER after its start, whose message expired
+    before it could come back. A run past the task's soft time limit fails as timed out.
+    """
+    if task_id:
+        sync_runs_fail(
+            tenant=tenant, runs=SyncRun.objects.filter(task_id=task_id), error=RUN_REDELIVERED
+        )
+    abandoned = SyncRun.objects.filter(started_at__lt=timezone.now() - RUN_ABANDONED_AFTER)
+    sync_runs_fail(tenant=tenant, runs=abandoned, error=RUN_ABANDONED)
     run_number = SyncRun.objects.count()
     run = SyncRun.objects.create(
         task_id=task_id, nominal_start=nominal_start, started_at=timezone.now()
@@ -82,6 +106,8 @@ def sync_run(
             counts = records_upsert(records=records, now=timezone.now())
     except (FetchError, FeedError) as exc:
         return _run_finish(run, tenant=tenant, status=SyncRun.Status.FAILED, error=str(exc))
+    except SoftTimeLimitExceeded:
+        return _run_finish(run, tenant=tenant, status=SyncRun.Status.FAILED, error=RUN_TIMED_OUT)
     except Exception as exc:
         logger.exception("Sync of %s failed unexpectedly", tenant.schema_name)
         return _run_finish(
@@ -91,6 +117,22 @@ def sync_run(
             error=f"Internal error ({type(exc).__name__}).",
         )
     return _run_finish(run, tenant=tenant, status=SyncRun.Status.OK, counts=counts)
+
+
+def sync_runs_fail(*, tenant: Tenant, runs: QuerySet[SyncRun], error: str) -> int:
+    """Fail those of `runs` still running, as any failed run (SyncFailure copy, webhook,
+    metrics), and return how many: their worker stopped and will never finish them.
+
+    Each row is locked first and one locked elsewhere is skipped, so a redelivered
+    task and the sweep of the cleanup job never fail the same run twice.
+    """
+    failed = 0
+    with transaction.atomic():
+        for run in runs.filter(status=SyncRun.Status.RUNNING).select_for_update(skip_locked=True):
+            logger.warning("Sync run %s of %s: %s", run.public_id, tenant.schema_name, error)
+            _run_finish(run, tenant=tenant, status=SyncRun.Status.FAILED, error=error)
+            failed += 1
+    return failed
 
 
 @transaction.atomic  # a failed run and its public SyncFailure row stand or fall together
@@ -111,6 +153,7 @@ def _run_finish(
         )
     run.save()
     webhook_delivery_queue(run=run, tenant=tenant)  # never raises: it cannot fail the run
+    metrics.sync_run_record(tenant=tenant.schema_name, status=status, finished_at=run.finished_at)
     if status == SyncRun.Status.FAILED:
         # The operators' cross-tenant overview reads this copy in the public schema.
         SyncFailure.objects.create(

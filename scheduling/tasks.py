@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import connection
 
+from scheduling.beat import nominal_time_from_request
 from scheduling.jobs import SYNC, TenantJob
 from scheduling.services import sync_run
 from tenants.models import Tenant
@@ -14,4 +15,8 @@ from tenants.models import Tenant
 def sync_tenant(self) -> None:
     # Fresh, by schema: the worker caches tenant rows, which may be stale or recreated.
     tenant = Tenant.objects.get(schema_name=connection.schema_name)
-    sync_run(tenant=tenant, task_id=self.request.id or "")
+    sync_run(
+        tenant=tenant,
+        task_id=self.request.id or "",
+        nominal_start=nominal_time_from_request(self.request),
+    )

@@ -50,6 +50,43 @@ def _admin_validate(*, email: str, password: str | None) -> None:
             raise ValidationError({"admin_password": exc.messages}) from None
 
 
+def tenant_validate(
+    *,
+    name: str,
+    slug: str,
+    timezone_name: str = "UTC",
+    sync_interval: timedelta | None = None,
+) -> Tenant:
+    """The unsaved tenant these values make, once every rule of a new tenant holds
+    (fields, unique slug and name, a free host); a ValidationError keyed by field otherwise."""
+    tenant = Tenant(
+        name=name.strip(),
+        schema_name=slug,
+        timezone=timezone_name,
+        sync_interval=sync_interval or settings.TENANT_SYNC_INTERVAL_DEFAULT,
+    )
+    tenant.full_clean()
+    host = tenant.primary_host
+    if Domain.objects.filter(domain=host).exists():
+        raise ValidationError({"schema_name": f"The host {host} is already in use."})
+    return tenant
+
+
+def _tenant_provision(*, tenant: Tenant, method: Method) -> str:
+    """Save a validated tenant with its schema and primary domain; returns how the schema was
+    made. Call it inside a transaction: PostgreSQL DDL is transactional, so a failure
+    anywhere in that transaction leaves no schema, row or domain."""
+    tenant.save()
+    how = tenant_schema_provision(schema_name=tenant.schema_name, method=method)
+    Domain.objects.create(domain=tenant.primary_host, tenant=tenant, is_primary=True)
+    return how
+
+
+def _integrity_refused(exc: IntegrityError) -> ValidationError:
+    # A concurrent onboarding took the slug, name or host between the checks and the insert.
+    return ValidationError(f"The tenant could not be created: {exc}")
+
+
 def tenant_create(
     *,
     name: str,
@@ -66,18 +103,11 @@ def tenant_create(
     transactional), so a failure at any step leaves no schema, row or domain.
     Raises ValidationError for bad input, before anything is written.
     """
-    tenant = Tenant(
-        name=name.strip(),
-        schema_name=slug,
-        timezone=timezone_name,
-        sync_interval=sync_interval or settings.TENANT_SYNC_INTERVAL_DEFAULT,
+    tenant = tenant_validate(
+        name=name, slug=slug, timezone_name=timezone_name, sync_interval=sync_interval
     )
-    tenant.full_clean()
     admin_email = admin_email.strip().lower()
     _admin_validate(email=admin_email, password=admin_password)
-    host = tenant.primary_host
-    if Domain.objects.filter(domain=host).exists():
-        raise ValidationError({"schema_name": f"The host {host} is already in use."})
 
     generated = None
     if admin_password is None:
@@ -86,16 +116,38 @@ def tenant_create(
 
     try:
         with transaction.atomic():
-            tenant.save()
-            how = tenant_schema_provision(schema_name=tenant.schema_name, method=method)
-            Domain.objects.create(domain=host, tenant=tenant, is_primary=True)
+            how = _tenant_provision(tenant=tenant, method=method)
             with schema_context(tenant.schema_name):
                 admin = User(email=admin_email, role=User.Role.ADMIN, password=password_hash)
                 admin.save()
     except IntegrityError as exc:
-        # A concurrent onboarding took the slug, name or host between the checks and the insert.
-        raise ValidationError(f"The tenant could not be created: {exc}") from exc
+        raise _integrity_refused(exc) from exc
     return TenantCreated(tenant=tenant, admin=admin, method=how, generated_password=generated)
+
+
+def tenant_provision(
+    *,
+    name: str,
+    slug: str,
+    timezone_name: str = "UTC",
+    sync_interval: timedelta | None = None,
+    method: Method = "auto",
+) -> Tenant:
+    """A tenant with its schema and primary domain but no users and no data, all or nothing.
+
+    For schedules_import, which brings a tenant's schedules to another
+    database but not its people or records; a first admin is added afterwards.
+    Raises ValidationError for bad input, before anything is written.
+    """
+    tenant = tenant_validate(
+        name=name, slug=slug, timezone_name=timezone_name, sync_interval=sync_interval
+    )
+    try:
+        with transaction.atomic():
+            _tenant_provision(tenant=tenant, method=method)
+    except IntegrityError as exc:
+        raise _integrity_refused(exc) from exc
+    return tenant
 
 
 def _status_set(*, tenant: Tenant, status: str) -> bool:

@@ -11,11 +11,17 @@ class FeedServer:
         self.status = 200
         self.body = b'{"records": []}'
         self.requests: list[dict[str, str]] = []
+        self.hang = 0  # this many of the next requests get no answer until close()
+        self._closing = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.requests.append(dict(self.headers))
+                if outer.hang > 0:
+                    outer.hang -= 1
+                    outer._closing.wait(timeout=60)
+                    return
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(outer.body)))
@@ -30,5 +36,6 @@ class FeedServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self._closing.set()
         self.server.shutdown()
         self.server.server_close()

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from tests.helpers import ROOT, test_database_url
 
+# A worker of one pool process that starts without waiting for other workers.
+ONE_PROCESS_WORKER = ("--concurrency", "1", "--without-mingle", "--without-gossip")
+
 
 def celery_env() -> dict[str, str]:
     return {

@@ -161,6 +161,8 @@ MIDDLEWARE = [
     "config.middleware.HealthCheckMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from STATIC_ROOT, on the operator host and every tenant host alike.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.NulCharacterGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -193,11 +195,13 @@ TEMPLATES = [
 ]
 
 # --- Data stores ------------------------------------------------------------
-_database_url = env_str("DATABASE_URL")
+# From a file too (DATABASE_URL_FILE): the URL carries the database password.
+_database_url = env_secret("DATABASE_URL")
 if _database_url is None:
     raise ImproperlyConfigured(
-        "DATABASE_URL is not set. `make run` and `make test` start an embedded PostgreSQL "
-        "when it is unset; for other commands use `python -m config.devstack exec -- <command>`."
+        "DATABASE_URL is not set (nor DATABASE_URL_FILE). `make run` and `make test` start an "
+        "embedded PostgreSQL when it is unset; for other commands use "
+        "`python -m config.devstack exec -- <command>`."
     )
 DATABASES = {
     "default": {
@@ -242,6 +246,28 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # tenant-schemas-celery: cache Tenant lookups in the worker for this many seconds.
 CELERY_TASK_TENANT_CACHE_SECONDS = env_int("CELERY_TENANT_CACHE_SECONDS", 30, minimum=0)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A message is acknowledged when its task ends, not when a worker takes it, so a worker
+# killed mid-task (SIGKILL, OOM, a lost machine) leaves it to be delivered again; each
+# worker process holds one message at a time. Every job kind has its own time limits
+# (scheduling/jobs.py), none longer than CELERY_TASK_TIME_LIMIT: the deploy files give
+# a stopping worker 330 s to finish what it runs.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 300
+# Redis hands an unacknowledged message to another worker once it is this many seconds
+# old. Until acknowledged, a message waits out its retry countdown (up to NOTIFY_RETRY_MAX)
+# in the worker and then runs (up to the hard time limit); a shorter timeout would run
+# such a retry, or a task still running, twice.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", NOTIFY_RETRY_MAX + 3600)
+if CELERY_VISIBILITY_TIMEOUT <= NOTIFY_RETRY_MAX + CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT must exceed NOTIFY_RETRY_MAX + the longest task time "
+        f"limit ({NOTIFY_RETRY_MAX} + {CELERY_TASK_TIME_LIMIT} s), got "
+        f"{CELERY_VISIBILITY_TIMEOUT}: Redis would deliver a waiting retry or a running "
+        f"task to a second worker."
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
 # --- Auth, sessions, security -----------------------------------------------
 PASSWORD_HASHERS = [
@@ -296,15 +322,43 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / ".local" / "static"
+# Where `manage.py collectstatic` writes and WhiteNoise serves from (the image collects at build).
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / ".local" / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Outside DEBUG, names carry a hash of the content, so browsers may keep them for good,
+    # and gzip copies are served to clients that accept them. Pages can only name files that
+    # collectstatic has hashed: run it before starting web.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
 
+# json: one object per line, for a log pipeline; plain: readable text. Lines written
+# inside a Celery task carry its tenant, task, task_id and periodic_task_name (config/logs.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"task_context": {"()": "config.logs.TaskContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "plain": {
+            "()": "config.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
+        "json": {"()": "config.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["task_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -19,3 +19,10 @@ SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 SYNC_FETCH_ALLOW_LOOPBACK = True
 DIGEST_DISPATCH_INTERVAL = 2  # the end-to-end test waits for real dispatches
+# Static files as in development: plain names, served from the apps' folders, nothing collected.
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

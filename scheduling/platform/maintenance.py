@@ -1,4 +1,5 @@
-"""Run and delivery history across every tenant's schema: how much there is, and its retention.
+"""Run and delivery history across every tenant's schema: how much there is, its retention,
+and the runs a dead worker left running.
 
 These functions run from the public schema (platform jobs, commands) and visit
 each tenant's schema in turn; nothing here is ever scoped by a tenant id.
@@ -10,14 +11,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Max
+from django.db import connection
 from django.utils import timezone
-from django_tenants.utils import schema_context
+from django_tenants.utils import quote_schema_name, schema_context
 
 from notifications.models import DigestDelivery, WebhookDelivery
 from notifications.platform.models import DeliveryLog
 from scheduling.models import SyncRun
 from scheduling.platform.models import SyncFailure
+from scheduling.services import RUN_ABANDONED, RUN_ABANDONED_AFTER, sync_runs_fail
 from tenants.models import Tenant
 
 
@@ -55,25 +57,65 @@ def run_history_cleanup(*, older_than: timedelta, now: datetime | None = None) -
     return deleted
 
 
+def sync_runs_abandoned_fail(*, now: datetime | None = None) -> dict[str, int]:
+    """Fail every tenant's runs still running RUN_ABANDONED_AFTER after their start, as
+    any failed run; return how many per tenant slug that had any.
+
+    A worker that dies mid-sync leaves its run running; the redelivered message, or
+    the tenant's next sync, fails it (scheduling.services.sync_run). This sweep ends
+    those of tenants that sync seldom, or are paused.
+    """
+    cutoff = (now or timezone.now()) - RUN_ABANDONED_AFTER
+    failed: dict[str, int] = {}
+    for tenant in Tenant.objects.order_by("schema_name"):
+        with schema_context(tenant.schema_name):
+            count = sync_runs_fail(
+                tenant=tenant,
+                runs=SyncRun.objects.filter(started_at__lt=cutoff),
+                error=RUN_ABANDONED,
+            )
+        if count:
+            failed[tenant.schema_name] = count
+    return failed
+
+
 def run_history_summary(*, schemas: Iterable[str]) -> dict[str, RunSummary]:
     """Ok and failed SyncRun counts and the latest run's status, per tenant schema.
 
-    One query per schema: runs are counted and dated per status, and the status
-    with the latest start is the last run's.
+    One query for all the schemas (their run tables joined by UNION ALL), so
+    the status overview costs the same per page however many tenants there are.
+    A schema without a run table (lost, or not yet provisioned) is left out.
     """
-    summaries: dict[str, RunSummary] = {}
-    for schema in sorted(set(schemas)):
-        with schema_context(schema):
-            rows = list(
-                SyncRun.objects.order_by()
-                .values("status")
-                .annotate(count=Count("pk"), latest=Max("started_at"))
-            )
-        counts = {row["status"]: row["count"] for row in rows}
-        last = max(rows, key=lambda row: row["latest"], default=None)
+    table = SyncRun._meta.db_table
+    present = _schemas_with_table(schemas=sorted(set(schemas)), table=table)
+    if not present:
+        return {}
+    counted = " UNION ALL ".join(
+        f"SELECT %s, status, COUNT(*), MAX(started_at) "
+        f"FROM {quote_schema_name(schema)}.{quote_schema_name(table)} GROUP BY status"
+        for schema in present
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(counted, present)
+        rows = cursor.fetchall()
+    summaries = {}
+    for schema in present:
+        mine = [row for row in rows if row[0] == schema]
+        counts = {status: count for _, status, count, _ in mine}
+        last = max(mine, key=lambda row: row[3], default=None)  # the status with the latest start
         summaries[schema] = RunSummary(
             ok=counts.get(SyncRun.Status.OK, 0),
             failed=counts.get(SyncRun.Status.FAILED, 0),
-            last_status=last["status"] if last else None,
+            last_status=last[1] if last else None,
         )
     return summaries
+
+
+def _schemas_with_table(*, schemas: list[str], table: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM unnest(%s::text[]) AS name "
+            "WHERE to_regclass(format('%%I.%%I', name, %s)) IS NOT NULL ORDER BY name",
+            [schemas, table],
+        )
+        return [name for (name,) in cursor.fetchall()]

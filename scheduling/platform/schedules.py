@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -37,7 +39,9 @@ from celery.schedules import ParseException
 from celery.schedules import crontab as celery_crontab
 from celery.schedules import solar as celery_solar
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_celery_beat.models import (
     ClockedSchedule,
@@ -82,12 +86,15 @@ from scheduling.platform.services import (
 from tenants.models import Tenant
 
 __all__ = [
+    "OVERVIEW_PAGE_MAX",
     "Clocked",
     "Crontab",
     "Interval",
+    "OverviewJSONEncoder",
     "ScheduleNotFound",
     "Solar",
     "When",
+    "json_or_raw",
     "periodic_task_status",
     "platform_schedules_ensure",
     "schedule_create",
@@ -100,8 +107,12 @@ __all__ = [
     "schedule_status",
     "schedule_update",
     "schedules_overview",
+    "schedules_overview_rows",
+    "schedules_overview_tasks",
     "task_kind",
+    "task_spec",
     "task_tenant_slug",
+    "task_when",
 ]
 
 
@@ -175,7 +186,7 @@ def schedule_update(*, name: str, **changes: Any) -> TaskChange:
             # Re-enabled, a passed clocked time would fire at once and a passed expiry would
             # disable it again at once: both must be in the future, as on creation.
             fresh |= {"when", "expires"}
-        spec = dataclasses.replace(_spec_of(task), **changes)
+        spec = dataclasses.replace(task_spec(task=task), **changes)
         spec = spec_clean(spec, fresh=frozenset(fresh), now=timezone.now())
         before = periodic_task_snapshots(task_ids=[task.pk])
         change = _task_write(task, spec=spec)
@@ -309,20 +320,49 @@ def periodic_task_status(*, task: PeriodicTask, now: datetime) -> dict[str, Any]
     }
 
 
-def schedules_overview(*, tenant_slug: str | None = None) -> list[dict[str, Any]]:
-    """periodic_task_status of every PeriodicTask (or one tenant's), by name.
+OVERVIEW_PAGE_MAX = 1000
+
+
+class OverviewJSONEncoder(json.JSONEncoder):
+    """Times in full ISO 8601 with their offset, as `schedules_status --json` has always
+    printed them (DjangoJSONEncoder would cut microseconds and write "Z")."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return super().default(o)
+
+
+def schedules_overview_tasks(*, tenant_slug: str | None = None) -> QuerySet[PeriodicTask]:
+    """Every PeriodicTask (or one tenant's) by name, ready for schedules_overview_rows.
+
+    A task is the tenant's by its TenantTask link, else by its `_schema_name`
+    header (as task_tenant_slug reads it); both are matched in the query, so a
+    slice of it is a page. An unknown slug is a ValidationError.
+    """
+    tasks = PeriodicTask.objects.select_related(*SCHEDULE_FIELDS, "tenant_link__tenant")
+    if tenant_slug is not None:
+        if not Tenant.objects.filter(schema_name=tenant_slug).exists():
+            raise ValidationError({"tenant": [f"No tenant with slug {tenant_slug!r}."]})
+        headed = Q(
+            tenant_link__isnull=True,
+            headers__regex=rf'"_schema_name"\s*:\s*"{re.escape(tenant_slug)}"',
+        )
+        tasks = tasks.filter(Q(tenant_link__tenant__schema_name=tenant_slug) | headed)
+    return tasks.order_by("name")
+
+
+def schedules_overview_rows(*, tasks: Iterable[PeriodicTask]) -> list[dict[str, Any]]:
+    """periodic_task_status of each task (a page of schedules_overview_tasks).
 
     Sync tasks also get `sync_runs`: their tenant's ok and failed SyncRun counts
     and last status (per tenant, not per task: a run does not record which
-    periodic task sent it). Other tasks get `sync_runs: None`.
+    periodic task sent it). Other tasks get `sync_runs: None`. Only the page's
+    tenants are counted, in one query, so a page costs the same number of
+    queries however many tenants there are.
     """
-    if tenant_slug is not None and not Tenant.objects.filter(schema_name=tenant_slug).exists():
-        raise ValidationError({"tenant": [f"No tenant with slug {tenant_slug!r}."]})
     now = timezone.now()
-    tasks = PeriodicTask.objects.select_related(*SCHEDULE_FIELDS, "tenant_link__tenant")
-    rows = [periodic_task_status(task=task, now=now) for task in tasks.order_by("name")]
-    if tenant_slug is not None:
-        rows = [row for row in rows if row["tenant"] == tenant_slug]
+    rows = [periodic_task_status(task=task, now=now) for task in tasks]
     synced = {row["tenant"] for row in rows if row["task"] == SYNC.task_name and row["tenant"]}
     real = set(Tenant.objects.filter(schema_name__in=synced).values_list("schema_name", flat=True))
     summaries = run_history_summary(schemas=real)
@@ -330,6 +370,16 @@ def schedules_overview(*, tenant_slug: str | None = None) -> list[dict[str, Any]
         summary = summaries.get(row["tenant"]) if row["task"] == SYNC.task_name else None
         row["sync_runs"] = dataclasses.asdict(summary) if summary else None
     return rows
+
+
+def schedules_overview(*, tenant_slug: str | None = None) -> list[dict[str, Any]]:
+    """Every row, read a page of OVERVIEW_PAGE_MAX at a time (schedules_status prints all)."""
+    pages = Paginator(schedules_overview_tasks(tenant_slug=tenant_slug), OVERVIEW_PAGE_MAX)
+    return [
+        row
+        for number in pages.page_range
+        for row in schedules_overview_rows(tasks=pages.page(number))
+    ]
 
 
 def task_tenant_slug(*, task: PeriodicTask) -> str | None:
@@ -402,15 +452,15 @@ def _task_get(name: str, *, for_update: bool = False, related: bool = False) -> 
     return task
 
 
-def _spec_of(task: PeriodicTask) -> ScheduleSpec:
+def task_spec(*, task: PeriodicTask) -> ScheduleSpec:
     """The row read back into schedule_create's terms, to merge changes into."""
     slug = task_tenant_slug(task=task)
     return ScheduleSpec(
         task_name=task.task,
-        when=_when_of(task),
+        when=task_when(task=task),
         tenant=Tenant.objects.filter(schema_name=slug).first() if slug else None,
-        args=_json_or_raw(task.args, "[]"),
-        kwargs=_json_or_raw(task.kwargs, "{}"),
+        args=json_or_raw(task.args, "[]"),
+        kwargs=json_or_raw(task.kwargs, "{}"),
         queue=task.queue,
         priority=task.priority,
         expires=task.expires,
@@ -420,7 +470,8 @@ def _spec_of(task: PeriodicTask) -> ScheduleSpec:
     )
 
 
-def _when_of(task: PeriodicTask) -> When | None:
+def task_when(*, task: PeriodicTask) -> When | None:
+    """The task's schedule row as a When; None for a task that has none."""
     if task.interval_id:
         return Interval(seconds=int(interval_delta(task.interval).total_seconds()))
     if task.crontab_id:
@@ -457,9 +508,9 @@ def _fields_current(task: PeriodicTask) -> dict[str, Any]:
     # JSON text is compared decoded, so spacing alone never causes a write.
     return {
         "task": task.task,
-        "headers": _json_or_raw(task.headers, "{}"),
-        "args": _json_or_raw(task.args, "[]"),
-        "kwargs": _json_or_raw(task.kwargs, "{}"),
+        "headers": json_or_raw(task.headers, "{}"),
+        "args": json_or_raw(task.args, "[]"),
+        "kwargs": json_or_raw(task.kwargs, "{}"),
         "queue": task.queue,
         "priority": task.priority,
         "expires": task.expires,
@@ -467,7 +518,7 @@ def _fields_current(task: PeriodicTask) -> dict[str, Any]:
         "enabled": task.enabled,
         "description": task.description,
         "one_off": task.one_off,
-        "schedule": when_key(_when_of(task)),
+        "schedule": when_key(task_when(task=task)),
     }
 
 
@@ -521,7 +572,7 @@ def _schedule_rows(when: When) -> dict[str, Any]:
     return rows
 
 
-def _json_or_raw(text: str | None, default: str) -> Any:
+def json_or_raw(text: str | None, default: str) -> Any:
     """Decoded JSON; undecodable text is returned as is, which never equals a valid value."""
     try:
         return json.loads(text or default)

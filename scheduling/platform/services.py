@@ -265,7 +265,11 @@ def periodic_task_run_now(*, task: PeriodicTask) -> str:
         **headers_parse(task.headers),
         "_schema_name": schema or get_public_schema_name(),
     }
-    options = {"queue": task.queue} if task.queue else {}
+    # The row's relative expiry as beat would apply it, else the job's: a message left
+    # waiting in the queue is not worth starting forever.
+    options = {"expires": task.expire_seconds or job.expires}
+    if task.queue:
+        options["queue"] = task.queue
     if task.priority is not None:
         options["priority"] = task.priority
     result = current_app.send_task(task.task, args=args, kwargs=kwargs, headers=headers, **options)

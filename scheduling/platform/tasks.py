@@ -10,7 +10,7 @@ from django.conf import settings
 
 from scheduling import metrics
 from scheduling.jobs import CLEANUP, HEARTBEAT, RECONCILE, PlatformJob
-from scheduling.platform.maintenance import run_history_cleanup
+from scheduling.platform.maintenance import run_history_cleanup, sync_runs_abandoned_fail
 from scheduling.platform.services import schedules_reconcile
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ def beat_heartbeat() -> str:
 
 @shared_task(base=PlatformJob, name=CLEANUP.task_name, ignore_result=True)
 def cleanup_runs() -> dict[str, int]:
+    sync_runs_abandoned_fail()  # logs each run it fails
     deleted = run_history_cleanup(older_than=timedelta(days=settings.RUN_HISTORY_DAYS))
     logger.info(
         "Deleted %d run(s) older than %d days: %s",

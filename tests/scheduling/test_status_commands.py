@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
-from django_tenants.utils import schema_context
 
-from scheduling.jobs import SYNC
-from scheduling.models import SyncRun
-from scheduling.platform.schedules import Crontab, schedule_create, schedule_disable
+from scheduling.platform.schedules import schedule_disable
 from tests.helpers import run_manage
+from tests.scheduling.status_landscape import status_landscape_create
 
 pytestmark = pytest.mark.django_db
 
@@ -82,27 +80,8 @@ def test_setup_repairs_a_hand_edit_but_keeps_an_operators_disable(capsys):
 
 
 @pytest.fixture
-def landscape(tenant_a, tenant_b, capsys):
-    """Platform schedules, both tenants' own syncs, an operator's nightly sync of globex,
-    a legacy task nobody registered, and run history in both schemas."""
-    _command("setup_schedules", capsys=capsys)
-    schedule_create(
-        name="globex nightly",
-        task_name=SYNC.task_name,
-        tenant=tenant_b,
-        when=Crontab(minute="0", hour="2", timezone="America/New_York"),
-    )
-    PeriodicTask.objects.create(
-        name="legacy",
-        task="legacy.thing",
-        interval=IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS),
-    )
-    with schema_context("acme"):
-        for days, status in [(3, "ok"), (2, "ok"), (1, "failed")]:
-            started = NOW - timedelta(days=days)
-            SyncRun.objects.create(started_at=started, finished_at=started, status=status)
-    with schema_context("globex"):
-        SyncRun.objects.create(started_at=NOW, finished_at=NOW, status="ok")
+def landscape(tenant_a, tenant_b):
+    status_landscape_create(globex=tenant_b, now=NOW)
 
 
 def test_status_json_has_one_object_per_task(landscape, capsys):

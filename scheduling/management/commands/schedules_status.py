@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from scheduling.platform.schedules import schedules_overview
+from scheduling.platform.schedules import OverviewJSONEncoder, schedules_overview
 
 COLUMNS = (
     ("NAME", lambda row: row["name"]),
@@ -37,12 +36,6 @@ def _sync_runs(summary: dict | None) -> str:
     return f"{summary['ok']} ok, {summary['failed']} failed, last {summary['last_status'] or '-'}"
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 class Command(BaseCommand):
     help = "List every periodic task: tenant, kind, schedule, last and next run, sync run counts."
 
@@ -56,7 +49,7 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages), returncode=2) from None
         if options["json"]:
-            self.stdout.write(json.dumps(rows, indent=2, default=_json_default))
+            self.stdout.write(json.dumps(rows, indent=2, cls=OverviewJSONEncoder))
         else:
             self.stdout.write(self._table(rows))
 
