@@ -1,4 +1,4 @@
-"""End to end: beat (the project's NominalTimeScheduler, the settings default) and a worker, as real processes.
+"""End to end: beat (NominalTimeScheduler, the default) and a worker, as real processes.
 
 Three tenants sync every 2, 3 and 5 s. The test checks that each tenant's runs
 land in its own schema at its own pace, that an interval saved through the
