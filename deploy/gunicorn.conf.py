@@ -20,7 +20,7 @@ an error naming the variable, as the Django settings do.
 
 import os
 
-from config.env import env_int, env_str
+from config.env import env_bool, env_int, env_str
 
 bind = [env_str("GUNICORN_BIND", "0.0.0.0:8000")]
 workers = env_int("GUNICORN_WORKERS", 2 * len(os.sched_getaffinity(0)) + 1, minimum=1)
@@ -49,3 +49,31 @@ access_log_format = '%(h)s %({host}i)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Gunicorn's runtime control socket is not used here; it would need a writable home.
 control_socket_disable = True
+
+# With JSON logs (LOG_FORMAT, defaulting as the Django settings do: json unless DEBUG),
+# gunicorn's own lines and the access log are JSON objects too, so web writes one format.
+if env_str("LOG_FORMAT", "plain" if env_bool("DEBUG", False) else "json") == "json":
+    logconfig_dict = {
+        "root": {"level": "INFO", "handlers": ["error_console"]},
+        "formatters": {"json": {"()": "config.logs.JsonFormatter"}},
+        "handlers": {
+            "error_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+            "access_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["error_console"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {
+                "handlers": ["access_console"],
+                "level": "INFO",
+                "propagate": False,
+            },
+        },
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
@@ -153,7 +154,15 @@ def _run_finish(
         )
     run.save()
     webhook_delivery_queue(run=run, tenant=tenant)  # never raises: it cannot fail the run
-    metrics.sync_run_record(tenant=tenant.schema_name, status=status, finished_at=run.finished_at)
+    # Counted once the outcome is committed: a rolled-back run never happened.
+    transaction.on_commit(
+        partial(
+            metrics.sync_run_record,
+            tenant=tenant.schema_name,
+            status=status,
+            finished_at=run.finished_at,
+        )
+    )
     if status == SyncRun.Status.FAILED:
         # The operators' cross-tenant overview reads this copy in the public schema.
         SyncFailure.objects.create(

@@ -134,13 +134,20 @@ HEALTH_BEAT_MAX_AGE = env_int("HEALTH_BEAT_MAX_AGE", 120, minimum=1)
 # The operator APIs (/metrics, /api/status/schedules) accept `Authorization: Bearer
 # <OPS_API_TOKEN>` besides an operator's session; unset, only operators get in.
 OPS_API_TOKEN = env_secret("OPS_API_TOKEN")
+if OPS_API_TOKEN is not None and len(OPS_API_TOKEN) < 32:
+    raise ImproperlyConfigured(
+        "OPS_API_TOKEN must be at least 32 characters: make one with "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+    )
 
 # Deliveries (digest emails, webhooks): a transient failure (SMTP 4xx, a connection
 # error, a webhook 5xx or timeout) is retried after BASE * 2**n seconds, at most MAX
 # seconds, up to RETRIES times; a permanent one (SMTP 5xx, webhook 4xx) is not retried.
 NOTIFY_MAX_RETRIES = env_int("NOTIFY_MAX_RETRIES", 5, minimum=0)
 NOTIFY_RETRY_BASE = env_int("NOTIFY_RETRY_BASE", 30, minimum=1)
-NOTIFY_RETRY_MAX = env_int("NOTIFY_RETRY_MAX", 3600, minimum=1)
+# 900 s keeps the broker's visibility timeout (below) short; with the defaults the
+# longest wait is 30 * 2**4 = 480 s anyway.
+NOTIFY_RETRY_MAX = env_int("NOTIFY_RETRY_MAX", 900, minimum=1)
 # Tenant webhooks share the sync fetch's address guard; these bound each POST.
 WEBHOOK_CONNECT_TIMEOUT = env_int("WEBHOOK_CONNECT_TIMEOUT", 5, minimum=1)
 WEBHOOK_READ_TIMEOUT = env_int("WEBHOOK_READ_TIMEOUT", 10, minimum=1)
@@ -250,7 +257,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # killed mid-task (SIGKILL, OOM, a lost machine) leaves it to be delivered again; each
 # worker process holds one message at a time. Every job kind has its own time limits
 # (scheduling/jobs.py), none longer than CELERY_TASK_TIME_LIMIT: the deploy files give
-# a stopping worker 330 s to finish what it runs.
+# a stopping worker 360 s to finish what it runs.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -258,8 +265,11 @@ CELERY_TASK_TIME_LIMIT = 300
 # Redis hands an unacknowledged message to another worker once it is this many seconds
 # old. Until acknowledged, a message waits out its retry countdown (up to NOTIFY_RETRY_MAX)
 # in the worker and then runs (up to the hard time limit); a shorter timeout would run
-# such a retry, or a task still running, twice.
-CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", NOTIFY_RETRY_MAX + 3600)
+# such a retry, or a task still running, twice. A longer one delays the redelivery of
+# a killed worker's messages: the default is the shortest safe value plus 5 minutes.
+CELERY_VISIBILITY_TIMEOUT = env_int(
+    "CELERY_VISIBILITY_TIMEOUT", NOTIFY_RETRY_MAX + CELERY_TASK_TIME_LIMIT + 300
+)
 if CELERY_VISIBILITY_TIMEOUT <= NOTIFY_RETRY_MAX + CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured(
         f"CELERY_VISIBILITY_TIMEOUT must exceed NOTIFY_RETRY_MAX + the longest task time "
@@ -268,6 +278,9 @@ if CELERY_VISIBILITY_TIMEOUT <= NOTIFY_RETRY_MAX + CELERY_TASK_TIME_LIMIT:
         f"task to a second worker."
     )
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# With late acknowledgement, a worker that loses the broker cannot acknowledge what it
+# runs: stop those tasks, whose messages are delivered again, rather than finish them twice.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
 # --- Auth, sessions, security -----------------------------------------------
 PASSWORD_HASHERS = [

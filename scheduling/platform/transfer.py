@@ -499,7 +499,10 @@ def _spec_changes(spec: ScheduleSpec, stored: ScheduleSpec) -> set[str]:
     def same(field: str) -> bool:
         new, old = getattr(spec, field), getattr(stored, field)
         if field == "when":
-            return when_key(new) == when_key(old)
+            try:
+                return when_key(new) == when_key(old)
+            except (ArithmeticError, TypeError, ValueError):  # not clean: spec_clean says why
+                return False
         if field == "tenant":
             return getattr(new, "pk", None) == getattr(old, "pk", None)
         return new == old
@@ -635,9 +638,14 @@ def _report(
     after: _State,
 ) -> ImportReport:
     keys = [(("task", item.name), True) for item in platform]
+    renamed = {}  # a tenant's name is its own, not a schedule setting: never imported
     for tenant in tenants:
         keys.append((("tenant", tenant.slug), True))
         keys += [(("task", name), listed) for name, listed in _watched(tenant)]
+        if tenant.stored is not None and tenant.stored.name != tenant.name:
+            renamed[("tenant", tenant.slug)] = (
+                f"; its name stays {tenant.stored.name!r}, not {tenant.name!r}"
+            )
     lines, counts = [], Counter(created=0, updated=0, unchanged=0, skipped=0)
     for key, listed in keys:
         old, new = before[key], after[key]
@@ -652,5 +660,5 @@ def _report(
             outcome, line = "unchanged", f"unchanged {label}"
         if listed or new is not None:
             counts[outcome] += 1
-            lines.append(line)
+            lines.append(line + renamed.get(key, ""))
     return ImportReport(lines=lines, counts=counts)

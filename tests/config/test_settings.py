@@ -7,6 +7,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import database_config, env_bool, env_int, env_secret, redis_urls
 from tests.helpers import run_manage
+from tests.settings_probe import base_setting
 
 
 @pytest.mark.parametrize("raw", ["true", "TRUE", "1", "yes", "on"])
@@ -99,3 +100,13 @@ def test_a_missing_database_url_is_explained():
     result = _check({"DEBUG": "true", "DATABASE_URL": ""})
     assert result.returncode != 0
     assert "DATABASE_URL is not set" in result.stderr
+
+
+def test_a_short_operator_api_token_is_refused_and_a_long_one_read():
+    short = base_setting("OPS_API_TOKEN", {"OPS_API_TOKEN": "guessable"})
+    good = base_setting("OPS_API_TOKEN", {"OPS_API_TOKEN": "t" * 32})
+
+    assert short.returncode != 0
+    assert "OPS_API_TOKEN must be at least 32 characters" in short.stderr
+    assert "guessable" not in short.stderr
+    assert good.stdout.strip() == "t" * 32

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import re
 import signal
@@ -135,3 +136,9 @@ def test_gunicorn_serves_hashed_static_files_cached_for_good_on_every_host(
     # The name without a hash may change content at the next release: a short cache only.
     assert unhashed.status == 200
     assert unhashed.headers["Cache-Control"] == "max-age=60, public"
+    # Production logs are JSON (LOG_FORMAT's default without DEBUG), gunicorn's own too.
+    lines = (tmp_path / "gunicorn.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # any line that is no JSON fails here
+    access = [entry for entry in entries if entry["logger"] == "gunicorn.access"]
+    assert any('"GET /login/ HTTP/1.1" 200' in entry["message"] for entry in access), lines
+    assert any(entry["logger"] == "gunicorn.error" for entry in entries), lines

@@ -149,9 +149,12 @@ def test_it_is_503_when_redis_does_not_answer(metrics_redis_down):
 # --- What tasks record ------------------------------------------------------------
 
 
-def test_syncs_count_their_runs_outcome_under_their_own_tenant_only(feeds):
-    assert _sync("acme").successful() and _sync("acme").successful()
-    assert _sync("globex").successful()  # the task ran; its SyncRun failed
+def test_syncs_count_their_runs_outcome_under_their_own_tenant_only(
+    feeds, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):  # counted once committed
+        assert _sync("acme").successful() and _sync("acme").successful()
+        assert _sync("globex").successful()  # the task ran; its SyncRun failed
     with schema_context("acme"):
         last_ok = SyncRun.objects.latest("finished_at").finished_at
 

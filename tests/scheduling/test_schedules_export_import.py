@@ -547,3 +547,41 @@ def test_export_then_import_into_an_empty_database_gives_the_same_schedules(
     again = json.loads(_manage(empty_database, "schedules_export"))
     _tenant(exported, "acme")["tasks"].remove(_entry(exported, "tenant:acme:digests"))
     assert {**again, "exported_at": None} == {**exported, "exported_at": None}
+
+
+@pytest.mark.parametrize("latitude", ["abc", True, 1e400, {}])
+def test_a_stored_solar_task_given_a_bad_latitude_is_a_problem_not_a_crash(landscape, latitude):
+    document = _export()
+    entry = _entry(document, "sunrise reconcile")
+    entry["schedule"]["latitude"] = latitude
+    before = _snapshot()
+
+    with pytest.raises(CommandError) as refused:
+        _import(document)
+
+    at = f"$.platform[{document['platform'].index(entry)}].schedule"
+    assert [line.split(":")[0] for line in str(refused.value).splitlines()[1:]] == [at]
+    assert "latitude" in str(refused.value)
+    assert _snapshot() == before
+
+
+def test_a_tenant_keeps_its_own_name_and_the_report_says_so(landscape, tenant_a):
+    document = _export()
+    _tenant(document, "acme")["name"] = "Acme Renamed"
+
+    lines = _import(document)
+
+    tenant_a.refresh_from_db()
+    assert tenant_a.name != "Acme Renamed"
+    assert f"unchanged tenant acme; its name stays {tenant_a.name!r}, not 'Acme Renamed'" in lines
+
+
+def test_stdin_that_is_not_utf8_is_refused_with_a_clear_error(landscape, monkeypatch):
+    before = _snapshot()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"format": "\xff"}')))
+
+    with pytest.raises(CommandError, match=r"^-: not UTF-8 text\.$") as refused:
+        call_command("schedules_import", "-", stdout=io.StringIO())
+
+    assert refused.value.returncode == 2
+    assert _snapshot() == before

@@ -36,9 +36,10 @@ class Command(BaseCommand):
             self.stdout.write("Dry run: nothing was changed.")
 
     def _read(self, name: str) -> str:
-        if name == "-":
-            return sys.stdin.read()
         try:
+            if name == "-":  # bytes, decoded here: the terminal's encoding is no promise
+                stdin = getattr(sys.stdin, "buffer", None)
+                return stdin.read().decode() if stdin is not None else sys.stdin.read()
             with open(name, encoding="utf-8") as source:
                 return source.read()
         except (OSError, UnicodeDecodeError) as exc:
