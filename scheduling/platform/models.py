@@ -65,3 +65,32 @@ class SyncFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} failed at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SchedulerLease(models.Model):
+    """Which scheduler process leads, and until when (scheduling.dispatch.lease).
+
+    Written only by that module's SQL, which takes every time from the database
+    clock, so scheduler machines whose clocks disagree still agree on expiry.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(
+        max_length=255, blank=True, help_text="host:pid:random of the holder; blank once released."
+    )
+    epoch = models.BigIntegerField(
+        default=0, help_text="The fencing token: raised by one on every acquisition."
+    )
+    renewed_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="schedulerlease_expires_after_renewal",
+                condition=models.Q(expires_at__gte=models.F("renewed_at")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} epoch {self.epoch} held by {self.holder or 'nobody'}"
