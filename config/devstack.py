@@ -216,7 +216,7 @@ def _run_processes(env: dict[str, str], port: int) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     manage = [PYTHON, "manage.py"]
     celery = [PYTHON, "-m", "celery", "-A", "config"]
-    scheduler = "scheduling.beat:NominalTimeScheduler"  # as in the deploy files
+    scheduler = "scheduling.dispatch.scheduler:DueTimeScheduler"  # as in the deploy files
     group = ProcessGroup()
     try:
         subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)

@@ -23,6 +23,8 @@ from scheduling.intervals import (
     parse_interval,
 )
 from scheduling.models import SyncRun
+from scheduling.platform.models import Occurrence
+from scheduling.platform.policies import PAUSE_NOTE_MAX, pause_note_clean
 from tenants.models import Tenant
 from tenants.validators import SyncIntervalValidator, TimezoneValidator, iana_time_zones
 
@@ -190,3 +192,50 @@ class RunFilterForm(_Form):
     def chosen_status(self) -> str | None:
         """The status to show, or None for every status (also when the input is bad)."""
         return (self.cleaned_data.get("status") or None) if self.is_valid() else None
+
+
+class SchedulePauseForm(_Form):
+    """Why the sync schedule is paused; shown while it is, and kept in the audit log."""
+
+    note = forms.CharField(
+        label="Why",
+        max_length=PAUSE_NOTE_MAX,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Shown on this page while the schedule is paused, and kept in the audit log.",
+    )
+
+    def clean_note(self) -> str:
+        try:
+            return pause_note_clean(self.cleaned_data["note"])
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["note"]) from None
+
+
+HISTORY_PAGES_MAX = 1000
+_NO_SUCH_PAGE = f"There is no such page: pages go from 1 to {HISTORY_PAGES_MAX}. Showing the first."
+
+
+class OccurrenceFilterForm(_Form):
+    """The schedule history's GET parameters; a bad one is reported and its default used."""
+
+    status = forms.ChoiceField(
+        label="Outcome",
+        required=False,
+        choices=[("", "All outcomes"), *Occurrence.Status.choices],
+        error_messages={
+            "invalid_choice": "There is no outcome “%(value)s”; showing every outcome."
+        },
+    )
+    page = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=HISTORY_PAGES_MAX,
+        widget=forms.HiddenInput,
+        error_messages={key: _NO_SUCH_PAGE for key in ("invalid", "min_value", "max_value")},
+    )
+
+    def chosen(self) -> tuple[str | None, int]:
+        """(the outcome to show, or None for every outcome; the page number), each
+        falling back to its default when it was refused."""
+        self.is_valid()
+        return self.cleaned_data.get("status") or None, self.cleaned_data.get("page") or 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from celery.exceptions import Retry
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
@@ -21,6 +22,7 @@ from tenant_schemas_celery.app import get_schema_name_from_task
 from tenant_schemas_celery.task import TenantTask
 
 from scheduling import metrics
+from scheduling.dispatch import guard
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -165,6 +167,24 @@ class RegisteredJob(TenantTask):
         cls.soft_time_limit, cls.time_limit = job.soft_time_limit, job.time_limit
         cls.expires = job.expires
 
+    def __call__(self, *args, **kwargs):
+        # The duplicate guard of the project's scheduler: a copy of an occurrence that ran
+        # already, or is running, runs nothing (scheduling.dispatch.guard).
+        claim = guard.occurrence_claim(self)
+        if not claim.runs:
+            metrics.task_outcome_mark(self, metrics.SKIPPED if claim.duplicate else metrics.REFUSED)
+            return None
+        try:
+            result = super().__call__(*args, **kwargs)
+        except Retry:
+            guard.occurrence_release(claim)
+            raise
+        except BaseException as error:
+            guard.occurrence_finish(claim, error=error)
+            raise
+        guard.occurrence_finish(claim)
+        return result
+
 
 class TenantJob(RegisteredJob):
     abstract = True
@@ -191,6 +211,7 @@ class TenantJob(RegisteredJob):
                 "Skipped tenant task %s[%s]: %s is paused", self.name, self.request.id, schema
             )
             metrics.task_outcome_mark(self, metrics.SKIPPED)
+            guard.occurrence_skip(self, f"{schema} is paused")
             return None
         return super().__call__(*args, **kwargs)
 

@@ -9,4 +9,7 @@ urlpatterns = [
     path("sync/pause/", views.sync_pause, name="sync_pause"),
     path("sync/resume/", views.sync_resume, name="sync_resume"),
     path("sync/run-now/", views.sync_run_now, name="sync_run_now"),
+    path("sync/schedule/pause/", views.sync_schedule_pause, name="sync_schedule_pause"),
+    path("sync/schedule/resume/", views.sync_schedule_resume, name="sync_schedule_resume"),
+    path("sync/history/", views.schedule_history, name="schedule_history"),
 ]

@@ -1,4 +1,5 @@
-"""Sync pages of a tenant's site: dashboard, sync settings, pause/resume/run now, run history.
+"""Sync pages of a tenant's site: dashboard, sync settings, pause/resume/run now, run history,
+and the schedule history (what the scheduler did with each slot).
 
 Every page works as plain forms and redirects; htmx only swaps in fresh
 partials (the `_*.html` templates) when it asks for them.
@@ -7,6 +8,8 @@ partials (the `_*.html` templates) when it asks for them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -16,9 +19,24 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
-from scheduling.forms import RunFilterForm, SyncNoteForm, SyncSettingsForm
+from scheduling.forms import (
+    OccurrenceFilterForm,
+    RunFilterForm,
+    SchedulePauseForm,
+    SyncNoteForm,
+    SyncSettingsForm,
+)
+from scheduling.platform.models import Occurrence
+from scheduling.platform.policies import (
+    OccurrencePage,
+    schedule_pause,
+    schedule_resume,
+    tenant_occurrence_page,
+    tenant_sync_schedule,
+    tenant_sync_task,
+)
 from scheduling.selectors import sync_next_run, sync_overview, sync_run_list
 from scheduling.templatetags.local_times import moment_display
 from tenants.accounts.decorators import tenant_admin_required
@@ -31,6 +49,8 @@ from tenants.services import (
 )
 
 RUNS_PER_PAGE = 25
+OCCURRENCES_PER_PAGE = 50
+SYNC_TASK_MISSING = "The sync task is missing; an operator restores it by reconciling schedules."
 
 
 def _page(request: HttpRequest, *, full: str, partial: str, context: dict) -> HttpResponse:
@@ -76,12 +96,56 @@ def sync_settings(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Saved. Next sync: {_next_sync_text(tenant)}")
             return redirect("sync_settings")
+    return _settings_page(request, form=form, pause_form=SchedulePauseForm())
+
+
+def _settings_page(
+    request: HttpRequest, *, form: SyncSettingsForm, pause_form: SchedulePauseForm
+) -> HttpResponse:
+    sync = tenant_sync_schedule(tenant=request.tenant, now=timezone.now())
     context = {
-        "tenant": tenant,
+        "tenant": request.tenant,
         "form": form,
-        "next_run_at": sync_next_run(tenant=tenant, now=timezone.now()),
+        "pause_form": pause_form,
+        "sync_pause": sync.pause,
+        "next_run_at": sync.next_run_at,
     }
     return render(request, "scheduling/settings.html", context)
+
+
+@tenant_admin_required
+@require_POST
+def sync_schedule_pause(request: HttpRequest) -> HttpResponse:
+    """Pause the sync schedule with a note; the tenant stays active (Run now still works)."""
+    task = tenant_sync_task(tenant=request.tenant)
+    form = SchedulePauseForm(request.POST)
+    if task is None:
+        messages.error(request, f"Not paused: {SYNC_TASK_MISSING}")
+    elif not form.is_valid():
+        initial = SyncSettingsForm.initial_for(request.tenant)
+        return _settings_page(request, form=SyncSettingsForm(initial=initial), pause_form=form)
+    elif schedule_pause(task, note=form.cleaned_data["note"]):
+        messages.success(
+            request, "Sync schedule paused. No scheduled sync runs until you resume it."
+        )
+    else:
+        messages.info(request, "The sync schedule was paused already.")
+    return redirect("sync_settings")
+
+
+@tenant_admin_required
+@require_POST
+def sync_schedule_resume(request: HttpRequest) -> HttpResponse:
+    task = tenant_sync_task(tenant=request.tenant)
+    if task is None:
+        messages.error(request, f"Not resumed: {SYNC_TASK_MISSING}")
+    elif schedule_resume(task):
+        messages.success(
+            request, f"Sync schedule resumed. Next sync: {_next_sync_text(request.tenant)}"
+        )
+    else:
+        messages.info(request, "The sync schedule was not paused.")
+    return redirect("sync_settings")
 
 
 def _status_change(
@@ -139,4 +203,63 @@ def run_history(request: HttpRequest) -> HttpResponse:
     context = {"tenant": request.tenant, "filters": filters, "status": status, "runs": runs}
     return _page(
         request, full="scheduling/runs.html", partial="scheduling/_runs_table.html", context=context
+    )
+
+
+# The site's badge colours for each outcome of an occurrence.
+OUTCOME_BADGES = {
+    Occurrence.Status.SENT: "sent",
+    Occurrence.Status.BUFFERED: "queued",
+    Occurrence.Status.SKIPPED: "paused",
+    Occurrence.Status.MISSED: "bad",
+    Occurrence.Status.STARTED: "running",
+    Occurrence.Status.FINISHED: "ok",
+    Occurrence.Status.FAILED: "failed",
+}
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    occurrence: Occurrence
+    job: str
+    badge: str
+
+    @property
+    def duration(self) -> timedelta | None:
+        started, finished = self.occurrence.started_at, self.occurrence.finished_at
+        return finished - started if started and finished else None
+
+
+def _history_rows(page: OccurrencePage) -> list[HistoryRow]:
+    return [
+        HistoryRow(
+            occurrence=occurrence,
+            job=page.jobs.get(occurrence.periodic_task_id, occurrence.name),
+            badge=OUTCOME_BADGES.get(occurrence.status, ""),
+        )
+        for occurrence in page.occurrences
+    ]
+
+
+@tenant_admin_required
+@require_safe
+def schedule_history(request: HttpRequest) -> HttpResponse:
+    """Every slot of the tenant's own schedules and its outcome, newest first."""
+    filters = OccurrenceFilterForm(request.GET)
+    status, number = filters.chosen()
+    page = tenant_occurrence_page(
+        tenant=request.tenant, number=number, per_page=OCCURRENCES_PER_PAGE, status=status
+    )
+    context = {
+        "tenant": request.tenant,
+        "filters": filters,
+        "status": status,
+        "page": page,
+        "rows": _history_rows(page),
+    }
+    return _page(
+        request,
+        full="scheduling/schedule_history.html",
+        partial="scheduling/_schedule_history_table.html",
+        context=context,
     )

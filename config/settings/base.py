@@ -119,6 +119,8 @@ SYNC_FETCH_READ_TIMEOUT = env_int("SYNC_FETCH_READ_TIMEOUT", 20, minimum=1)
 SYNC_FETCH_MAX_BYTES = env_int("SYNC_FETCH_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 # Run history (SyncRun rows in every tenant schema) older than this is deleted nightly.
 RUN_HISTORY_DAYS = env_int("RUN_HISTORY_DAYS", 90, minimum=1)
+# The scheduler's occurrences (one row per slot sent, skipped or missed) are kept this long.
+OCCURRENCE_HISTORY_DAYS = env_int("OCCURRENCE_HISTORY_DAYS", 30, minimum=1)
 if TENANT_SYNC_INTERVAL_MIN > TENANT_SYNC_INTERVAL_MAX:
     raise ImproperlyConfigured("TENANT_SYNC_INTERVAL_MIN must not exceed TENANT_SYNC_INTERVAL_MAX.")
 
@@ -247,8 +249,16 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_BEAT_SCHEDULER = "scheduling.beat:NominalTimeScheduler"  # stamps each message
+CELERY_BEAT_SCHEDULER = "scheduling.dispatch.scheduler:DueTimeScheduler"  # scheduling/dispatch
 CELERY_BEAT_SCHEDULE: dict = {}  # every schedule lives in the database
+# The project's scheduler (scheduling.dispatch): one leader among any number of beats.
+SCHEDULER_LEASE_NAME = env_str("SCHEDULER_LEASE_NAME", "beat")
+SCHEDULER_LEASE_TTL = env_int("SCHEDULER_LEASE_TTL", 10, minimum=2)
+# Default policies of a new schedule: slots older than this many seconds after downtime
+# are recorded as missed; tenant tasks are spread over up to this many seconds (at most a
+# tenth of their period), platform tasks are not.
+SCHEDULER_CATCHUP_WINDOW = env_int("SCHEDULER_CATCHUP_WINDOW", 3600, minimum=0)
+SCHEDULER_TENANT_JITTER = env_int("SCHEDULER_TENANT_JITTER", 300, minimum=0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # tenant-schemas-celery: cache Tenant lookups in the worker for this many seconds.
 CELERY_TASK_TENANT_CACHE_SECONDS = env_int("CELERY_TENANT_CACHE_SECONDS", 30, minimum=0)

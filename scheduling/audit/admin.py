@@ -10,6 +10,7 @@ from django_celery_beat.models import PeriodicTask
 
 from scheduling.audit import services
 from scheduling.audit.models import AuditEvent
+from scheduling.platform.policies import schedule_pauses_lift
 from scheduling.platform.services import headers_parse, periodic_task_run_now
 from scheduling.readonly_admin import ReadOnlyAdminMixin
 
@@ -86,6 +87,8 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
     is wrapped: read the selected tasks, run the library's action unchanged
     (including its PeriodicTasks.update_changed()), then record what changed.
     Actions run outside the admin's transaction, hence the atomic blocks.
+    A task enabled here, by its form or an action, has its pause note dropped
+    (scheduling.platform.policies): it is not paused any more.
     Registered by scheduling.platform.admin, whose subclass adds the tenant columns.
     """
 
@@ -95,6 +98,7 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
         before = services.periodic_task_snapshots(task_ids=[obj.pk]) if change else {}
         super().save_model(request, obj, form, change)
         services.periodic_tasks_audit_saved(before=before, task_ids=[obj.pk])
+        schedule_pauses_lift(task_ids=[obj.pk])
 
     def delete_model(self, request, obj):
         before = services.periodic_task_snapshots(task_ids=[obj.pk])
@@ -112,6 +116,7 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
             before = services.periodic_task_snapshots(task_ids=ids)
             action(request, queryset)
             services.periodic_tasks_audit_saved(before=before, task_ids=ids)
+            schedule_pauses_lift(task_ids=ids)
 
     @admin.action(description=PeriodicTaskAdmin.enable_tasks.short_description)
     def enable_tasks(self, request, queryset):

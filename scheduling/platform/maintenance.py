@@ -18,7 +18,7 @@ from django_tenants.utils import quote_schema_name, schema_context
 from notifications.models import DigestDelivery, WebhookDelivery
 from notifications.platform.models import DeliveryLog
 from scheduling.models import SyncRun
-from scheduling.platform.models import SyncFailure
+from scheduling.platform.models import Occurrence, SyncFailure
 from scheduling.services import RUN_ABANDONED, RUN_ABANDONED_AFTER, sync_runs_fail
 from tenants.models import Tenant
 
@@ -55,6 +55,37 @@ def run_history_cleanup(*, older_than: timedelta, now: datetime | None = None) -
         logs, _ = DeliveryLog.objects.filter(tenant_id=tenant_id, created_at__lt=cutoff).delete()
         deleted[schema] = runs + deliveries + webhooks + failures + logs
     return deleted
+
+
+OCCURRENCE_DELETE_CHUNK = 20000  # rows per statement: short transactions, little lock time
+
+
+def occurrences_cleanup(*, older_than: timedelta, now: datetime | None = None) -> int:
+    """Delete the scheduler's occurrences recorded before now - older_than, oldest first,
+    in chunks along the recorded_at index; returns how many were deleted. An occurrence
+    still in flight is kept whatever its age (its worker marks it finished or failed);
+    one sent or started whose time ran out (its message expired unstarted, its worker
+    died) is not in flight any more."""
+    cutoff = (now or timezone.now()) - older_than
+    table = Occurrence._meta.db_table
+    total = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                DELETE FROM public.{table} WHERE id IN (
+                    SELECT id FROM public.{table}
+                    WHERE recorded_at < %s
+                      AND (status NOT IN ('sent', 'started', 'buffered') OR live_until < %s)
+                    ORDER BY recorded_at LIMIT %s
+                )
+                """,
+                [cutoff, now or timezone.now(), OCCURRENCE_DELETE_CHUNK],
+            )
+            deleted = cursor.rowcount
+        total += deleted
+        if deleted < OCCURRENCE_DELETE_CHUNK:
+            return total
 
 
 def sync_runs_abandoned_fail(*, now: datetime | None = None) -> dict[str, int]:

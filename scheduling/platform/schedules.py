@@ -192,6 +192,10 @@ def schedule_update(*, name: str, **changes: Any) -> TaskChange:
         change = _task_write(task, spec=spec)
         if change.written:
             periodic_tasks_audit_saved(before=before, task_ids=[task.pk])
+        if changes.get("enabled") is True:
+            from scheduling.platform.policies import schedule_pauses_lift  # imports this module
+
+            schedule_pauses_lift(task_ids=[task.pk])  # enabled again: no longer paused
         return change
 
 

@@ -23,7 +23,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, schema_
 
 from scheduling.jobs import DIGEST_DISPATCH, SYNC, Job, job_for_task
 from scheduling.models import UserSchedule
-from scheduling.platform.models import TenantTask
+from scheduling.platform.models import ScheduleState, TenantTask
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -132,14 +132,31 @@ _STANDING_FIELDS = {
 }
 
 
+def schedule_pause_holds(*, name: str) -> bool:
+    """Whether the task named `name` is paused with a note (scheduling.platform.policies).
+
+    A paused task stays disabled, whatever its tenant's state says. A note left on a
+    task enabled since in some other way (the schedules API, a bulk update) is stale:
+    it is dropped here, so that a later disable, by a tenant pause say, is not taken
+    for the old pause and kept after the tenant resumes.
+    """
+    noted = ScheduleState.objects.filter(periodic_task__name=name, paused_at__isnull=False)
+    noted.filter(periodic_task__enabled=True).update(pause_note="", paused_at=None)
+    return noted.exists()
+
+
 def sync_schedule_ensure(*, tenant: Tenant) -> TaskChange:
-    """`tenant:<schema>:sync` every sync_interval, enabled while the tenant is active."""
+    """`tenant:<schema>:sync` every sync_interval, enabled while the tenant is active and
+    the schedule is not paused."""
     interval = interval_schedule_get(seconds=int(tenant.sync_interval.total_seconds()))
+    name = tenant_task_name(tenant=tenant, kind=TenantTask.Kind.SYNC)
+    paused = schedule_pause_holds(name=name)  # first: it also drops a stale note
+    enabled = tenant.is_active and not paused
     return _task_upsert(
         tenant=tenant,
         job=SYNC,
         kind=TenantTask.Kind.SYNC,
-        fields={"interval": interval, "enabled": tenant.is_active, **_STANDING_FIELDS},
+        fields={"interval": interval, "enabled": enabled, **_STANDING_FIELDS},
     )
 
 
@@ -185,8 +202,8 @@ def _tenant_lock(*, tenant: Tenant, purpose: str) -> None:
 
 
 def digest_dispatcher_ensure(*, tenant: Tenant) -> TaskChange:
-    """`tenant:<schema>:digests`, enabled exactly while the tenant is active and some
-    user of it has a live schedule.
+    """`tenant:<schema>:digests`, enabled exactly while the tenant is active, some user
+    of it has a live schedule, and the schedule is not paused.
 
     It is created on the first schedule and afterwards only enabled or disabled.
     It runs every DIGEST_DISPATCH_INTERVAL seconds at the tenant's phase: the
@@ -199,7 +216,8 @@ def digest_dispatcher_ensure(*, tenant: Tenant) -> TaskChange:
         _tenant_lock(tenant=tenant, purpose="digests")
         name = tenant_task_name(tenant=tenant, kind=TenantTask.Kind.DIGESTS)
         task = PeriodicTask.objects.filter(name=name).first()
-        wanted = _digests_wanted(tenant=tenant)
+        paused = schedule_pause_holds(name=name)  # first: it also drops a stale note
+        wanted = not paused and _digests_wanted(tenant=tenant)
         if task is None and not wanted:
             return TaskChange(task=None, action=None)
         every = settings.DIGEST_DISPATCH_INTERVAL

@@ -10,7 +10,11 @@ from django.conf import settings
 
 from scheduling import metrics
 from scheduling.jobs import CLEANUP, HEARTBEAT, RECONCILE, PlatformJob
-from scheduling.platform.maintenance import run_history_cleanup, sync_runs_abandoned_fail
+from scheduling.platform.maintenance import (
+    occurrences_cleanup,
+    run_history_cleanup,
+    sync_runs_abandoned_fail,
+)
 from scheduling.platform.services import schedules_reconcile
 
 logger = logging.getLogger(__name__)
@@ -30,6 +34,10 @@ def cleanup_runs() -> dict[str, int]:
         sum(deleted.values()),
         settings.RUN_HISTORY_DAYS,
         {schema: count for schema, count in deleted.items() if count},
+    )
+    occurrences = occurrences_cleanup(older_than=timedelta(days=settings.OCCURRENCE_HISTORY_DAYS))
+    logger.info(
+        "Deleted %d occurrence(s) older than %d days", occurrences, settings.OCCURRENCE_HISTORY_DAYS
     )
     return deleted
 

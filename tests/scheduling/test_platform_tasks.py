@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_tenants.utils import schema_context
 
@@ -98,3 +99,38 @@ def test_the_reconcile_job_repairs_drift(tenant_a, tenant_b):
     assert acme.enabled and json.loads(acme.headers) == {"_schema_name": "acme"}
     assert PeriodicTask.objects.get(name="tenant:globex:sync").tenant_link.tenant == tenant_b
     assert reconcile.apply().get() == []
+
+
+def test_cleanup_deletes_old_occurrences_but_keeps_recent_and_in_flight_ones(monkeypatch):
+    from scheduling.platform import maintenance
+    from scheduling.platform.models import Occurrence
+
+    monkeypatch.setattr(maintenance, "OCCURRENCE_DELETE_CHUNK", 2)  # several chunks
+    now = timezone.now()
+    old, recent = now - timedelta(days=31), now - timedelta(days=29)
+
+    def occurrence(slot, status, live_until=None):
+        return Occurrence.objects.create(
+            periodic_task_id=1,
+            name="tenant:acme:sync",
+            slot_at=slot,
+            due_at=slot,
+            recorded_at=slot,
+            status=status,
+            live_until=live_until,
+        )
+
+    gone = [occurrence(old - timedelta(minutes=i), "finished") for i in range(5)]
+    # Sent, its message expired unstarted long ago: no longer in flight.
+    gone.append(occurrence(old - timedelta(hours=2), "sent", live_until=old))
+    kept = [
+        occurrence(recent, "missed"),
+        occurrence(old - timedelta(hours=1), "started", live_until=now + timedelta(minutes=5)),
+        occurrence(old - timedelta(hours=3), "buffered"),
+    ]
+
+    result = cleanup_runs.apply()
+
+    assert result.successful()
+    assert set(Occurrence.objects.values_list("pk", flat=True)) == {o.pk for o in kept}
+    assert not Occurrence.objects.filter(pk__in=[o.pk for o in gone]).exists()

@@ -177,3 +177,30 @@ def test_a_task_for_a_paused_tenant_is_skipped(tenant_a, caplog):
     assert "acme is paused" in caplog.text
     with schema_context("acme"):
         assert not SyncRun.objects.exists()
+
+
+def test_an_occurrence_sent_to_a_paused_tenant_is_recorded_skipped(tenant_a, tenant_b):
+    from datetime import UTC, datetime
+
+    from scheduling.dispatch import occurrence_key
+    from scheduling.platform.models import Occurrence
+    from tenants.services import tenant_pause
+
+    task = tenant_a.task_links.get(kind="sync").periodic_task
+    slot = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    fields = {"name": task.name, "slot_at": slot, "due_at": slot, "recorded_at": slot}
+    mine = Occurrence.objects.create(
+        periodic_task_id=task.pk, schema_name="acme", status="sent", **fields
+    )
+    tenant_pause(tenant=tenant_a)
+    key = occurrence_key(task.pk, slot)
+
+    # Another tenant's header naming acme's occurrence changes nothing: it isn't theirs.
+    tenant_pause(tenant=tenant_b)
+    sync_tenant.apply(headers={"_schema_name": "globex", "occurrence": key})
+    mine.refresh_from_db()
+    assert mine.status == "sent"
+
+    sync_tenant.apply(headers={"_schema_name": "acme", "occurrence": key})
+    mine.refresh_from_db()
+    assert (mine.status, mine.error) == ("skipped", "acme is paused")

@@ -36,6 +36,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.celery import app
 from scheduling.beat import NOMINAL_TIME_HEADER
+from scheduling.bench.broker import queue_purge
 from scheduling.dispatch import occurrence_key, occurrence_task_id
 from scheduling.dispatch.publish import (
     CHUNK_SIZE,
@@ -45,7 +46,6 @@ from scheduling.dispatch.publish import (
     publish_batch,
 )
 from scheduling.jobs import SYNC
-from scheduling.management.commands.bench_beat import queue_purge
 from scheduling.tasks import sync_tenant
 
 SCHEMAS = 100

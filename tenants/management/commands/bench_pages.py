@@ -40,7 +40,7 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from django_tenants.utils import schema_context
 
 from scheduling.jobs import SYNC
-from scheduling.management.commands.bench_beat import signals_held
+from scheduling.management.commands.bench_beat import signals_ignored
 from scheduling.models import SyncRun, UserSchedule
 from scheduling.platform.models import SyncFailure, TenantTask
 from scheduling.platform.services import (
@@ -129,7 +129,7 @@ def bench_database(*, keep: bool, say: Callable[[str], None]) -> Iterator[str]:
         _switch(name)
         yield name
     finally:
-        with signals_held():
+        with signals_ignored():
             _switch(original)
             if keep:
                 say(f"kept the bench database {name}")

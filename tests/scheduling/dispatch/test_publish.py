@@ -27,6 +27,7 @@ from django_tenants.utils import schema_context
 from kombu import Exchange, Queue
 
 from config.celery import app
+from scheduling.bench.broker import queue_purge
 from scheduling.dispatch import OCCURRENCE_NAMESPACE, occurrence_key, occurrence_task_id
 from scheduling.dispatch.publish import (
     Outgoing,
@@ -36,8 +37,8 @@ from scheduling.dispatch.publish import (
     stop_requested,
 )
 from scheduling.jobs import DIGEST_SEND, HEARTBEAT, SYNC, WEBHOOK_SEND
-from scheduling.management.commands.bench_beat import queue_purge
 from scheduling.models import SyncRun
+from scheduling.platform.models import Occurrence
 from tenants.models import Tenant
 from tenants.services import tenant_create, tenant_delete
 from tests.processes import ONE_PROCESS_WORKER, celery_process, wait_until
@@ -431,6 +432,16 @@ def test_a_real_worker_runs_each_message_in_its_headers_tenant_by_priority(
 
     def occurrence(schema, minutes_ago, *, expires=now + timedelta(minutes=10)):
         nominal = now - timedelta(minutes=minutes_ago)
+        # Recorded as the scheduler records it: the worker's guard runs only recorded ones.
+        Occurrence.objects.create(
+            periodic_task_id=rows[schema].pk,
+            name=rows[schema].name,
+            schema_name=schema,
+            slot_at=nominal,
+            due_at=nominal,
+            recorded_at=now,
+            status=Occurrence.Status.SENT,
+        )
         return outgoing_build(periodic_task=rows[schema], nominal_at=nominal, expires=expires)
 
     low = occurrence("pub-b", 0)  # its row's priority 9: runs after priority 0, sent first
