@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django_tenants.utils import get_public_schema_name
 from tenant_schemas_celery.app import get_schema_name_from_task
 
@@ -122,9 +122,21 @@ def _refused(task, reason: str) -> Claim:
 
 
 def occurrence_finish(claim: Claim, *, error: BaseException | None = None) -> None:
-    """Mark a claimed occurrence finished, or failed with `error`."""
+    """Mark a claimed occurrence finished, or failed with `error`.
+
+    A database that fails this write (the job may have failed because of it) is logged,
+    not raised: the job's own outcome and error stay the task's. The occurrence then
+    stays started until its time limit and grace run out, when it is claimable again.
+    """
     if claim.occurrence_id is None:
         return
+    try:
+        _finish(claim.occurrence_id, error)
+    except DatabaseError:
+        logger.exception("Could not mark occurrence %s as ended", claim.occurrence_id)
+
+
+def _finish(occurrence_id: int, error: BaseException | None) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -135,7 +147,7 @@ def occurrence_finish(claim: Claim, *, error: BaseException | None = None) -> No
                 "finished" if error is None else "failed",
                 datetime.now(UTC),
                 "" if error is None else f"{type(error).__name__}: {error}"[:ERROR_LIMIT],
-                claim.occurrence_id,
+                occurrence_id,
             ],
         )
 
