@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -222,6 +222,7 @@ OUTCOME_BADGES = {
 class HistoryRow:
     occurrence: Occurrence
     job: str
+    outcome: str
     badge: str
 
     @property
@@ -230,12 +231,13 @@ class HistoryRow:
         return finished - started if started and finished else None
 
 
-def _history_rows(page: OccurrencePage) -> list[HistoryRow]:
+def _history_rows(page: OccurrencePage, now: datetime) -> list[HistoryRow]:
     return [
         HistoryRow(
             occurrence=occurrence,
             job=page.jobs.get(occurrence.periodic_task_id, occurrence.name),
-            badge=OUTCOME_BADGES.get(occurrence.status, ""),
+            outcome=occurrence.outcome(now),
+            badge="bad" if occurrence.expired(now) else OUTCOME_BADGES.get(occurrence.status, ""),
         )
         for occurrence in page.occurrences
     ]
@@ -255,7 +257,7 @@ def schedule_history(request: HttpRequest) -> HttpResponse:
         "filters": filters,
         "status": status,
         "page": page,
-        "rows": _history_rows(page),
+        "rows": _history_rows(page, timezone.now()),
     }
     return _page(
         request,

@@ -614,7 +614,7 @@ class OccurrenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "tenant",
         "slot_at",
         "due_at",
-        "status",
+        "outcome",
         "slots",
         "started_at",
         "finished_at",
@@ -667,6 +667,10 @@ class OccurrenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             | _header_names(re.escape(term))
         )
         return _of_tasks(queryset, tasks), False
+
+    @admin.display(description="status")
+    def outcome(self, occurrence: Occurrence) -> str:
+        return occurrence.outcome(timezone.now())
 
     @admin.display(description="tenant", empty_value="platform")
     def tenant(self, occurrence: Occurrence) -> str | None:

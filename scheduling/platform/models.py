@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models.functions import Now
 from django_celery_beat.models import PeriodicTask
@@ -278,6 +280,22 @@ class Occurrence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.slot_at:%Y-%m-%d %H:%M:%S}: {self.status}"
+
+    EXPIRED = "Expired (never started)"
+
+    def expired(self, now: datetime) -> bool:
+        """Sent, and no worker started it before its message expired (when the next slot
+        was due): the message is dropped unrun, and nothing will change this row again."""
+        return (
+            self.status == self.Status.SENT
+            and self.live_until is not None
+            and self.live_until <= now
+        )
+
+    def outcome(self, now: datetime) -> str:
+        """The status as people read it: an expired message is told apart from one that
+        may still run."""
+        return self.EXPIRED if self.expired(now) else self.get_status_display()
 
 
 class DispatchProgress(models.Model):

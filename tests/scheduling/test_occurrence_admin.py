@@ -80,13 +80,25 @@ def test_the_history_lists_each_occurrence_newest_recorded_first_with_its_outcom
         "tenant",
         "slot_at",
         "due_at",
-        "status",
+        "outcome",
         "slots",
         "started_at",
         "finished_at",
         "error_short",
         "recorded_at",
     ]
+
+
+def test_a_sent_message_that_expired_unstarted_is_listed_as_expired(tenant_a, operator_client):
+    acme = _sync_task("acme")
+    now = datetime.now(UTC)
+    _occurrence(acme, T0, "sent", live_until=now - timedelta(seconds=1))
+    _occurrence(acme, T0 + timedelta(minutes=1), "sent", live_until=now + timedelta(minutes=5))
+
+    html = operator_client.get(URL).content.decode()
+
+    outcomes = re.findall(r'<td class="field-outcome">([^<]*)</td>', html)
+    assert outcomes == ["Sent", "Expired (never started)"]
 
 
 def test_it_filters_by_outcome_and_by_kind_of_job(tenant_a, operator_client):

@@ -134,6 +134,28 @@ def test_the_history_shows_every_outcome_label(tenant_a, admin_a):
         assert label in page
 
 
+def test_a_sent_message_that_expired_unstarted_is_shown_as_expired(tenant_a, admin_a):
+    sync = _task("acme")
+    now = datetime.now(UTC)
+    for minutes, live_until in ((1, now - timedelta(seconds=1)), (2, now + timedelta(minutes=5))):
+        Occurrence.objects.create(
+            periodic_task_id=sync.pk,
+            name=sync.name,
+            schema_name="acme",
+            slot_at=T0 + timedelta(minutes=minutes),
+            due_at=T0,
+            status="sent",
+            recorded_at=T0 + timedelta(minutes=minutes),
+            live_until=live_until,
+        )
+
+    rows = _rows(logged_in(tenant_a, admin_a).get(HISTORY))
+
+    # Newest recorded first: the one that may still run, then the expired one.
+    assert "Sent" in rows[0] and "Expired" not in rows[0]
+    assert "Expired (never started)" in rows[1] and "Sent" not in rows[1]
+
+
 def test_another_tenants_occurrences_are_never_shown_even_when_asked_for(
     tenant_a, admin_a, tenant_b, outsider_b
 ):
