@@ -11,6 +11,24 @@ The per-tenant tasks (`tenant:<slug>:sync`, `tenant:<slug>:digests`) are made
 from their tenant's settings by the tenant's services: the file lists them so
 a reader sees them, and an import checks that they agree with their tenant.
 
+Each task carries its policy (scheduling.platform.policies): overlap, catch-up
+window, run_all, jitter, and the pause note while the task is paused. A file
+without policies (written before they travelled; still version 1) leaves the
+policies and pauses here as they are. A policy given is given whole, and applied
+through the policy services. How a pause and `enabled` go together:
+
+- An operator schedule (platform or tenant) is enabled as the file says. A task
+  the file pauses must say enabled false. A pause here that the file does not have
+  is lifted, and the task is then enabled or disabled as the file says; one with
+  another note is lifted and made again with the file's note. A file without a
+  policy keeps a pause here: the task stays disabled whatever its enabled says.
+- A per-tenant task's enabled is never taken from the file: its tenant's services
+  make it (the sync runs while the tenant is active, the digest dispatcher while
+  some user wants digests), and a pause keeps it disabled. The file's enabled of a
+  sync is checked against its tenant's status unless the file pauses it. A pause
+  lifted leaves the task as its tenant allows. A digest dispatcher this database
+  does not have (no user wants digests) takes no policy; it is reported skipped.
+
 An import checks the whole file before it writes anything and reports every
 problem with its JSON path. Only the schedules of a tenant the import itself
 creates are checked while applying, because the schedule checks need the
@@ -28,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -35,6 +54,15 @@ from django_celery_beat.models import PeriodicTask
 
 from scheduling.audit.services import Actor, acting_as
 from scheduling.jobs import DIGEST_DISPATCH, JOBS, SYNC
+from scheduling.platform.models import ScheduleState
+from scheduling.platform.policies import (
+    POLICY_FIELDS,
+    pause_note_clean,
+    policy_clean,
+    schedule_pause,
+    schedule_policy_set,
+    schedule_resume,
+)
 from scheduling.platform.schedule_checks import (
     CRON_FIELDS,
     SPEC_FIELDS,
@@ -87,7 +115,9 @@ _TASK_KEYS = {
     "description",
     "queue",
     "priority",
+    "policy",
 }
+_POLICY_KEYS = {*POLICY_FIELDS, "pause_note"}
 _WHEN_KEYS = {
     "interval": ({"seconds"}, {"seconds"}),  # (allowed, required)
     "crontab": ({*CRON_FIELDS, "timezone"}, set()),
@@ -98,6 +128,8 @@ _WHEN_KEYS = {
 _DERIVED_JOBS = {job.kind: job for job in (SYNC, DIGEST_DISPATCH)}
 # schedule_create's argument names as the file spells them.
 _FILE_KEYS = {"task_name": "task", "when": "schedule"}
+# What task_document reads besides the task: one query for any number of tasks.
+_TASK_RELATED = (*SCHEDULE_FIELDS, "tenant_link__tenant", "dispatch_state")
 
 
 # --- Export -----------------------------------------------------------------------
@@ -114,7 +146,7 @@ def schedules_export() -> Export:
     schedule settings. Secrets (the source token, the webhook secret) stay behind."""
     tenants = {t.schema_name: _tenant_document(t) for t in Tenant.objects.order_by("schema_name")}
     platform, orphans = [], []
-    tasks = PeriodicTask.objects.select_related(*SCHEDULE_FIELDS, "tenant_link__tenant")
+    tasks = PeriodicTask.objects.select_related(*_TASK_RELATED)
     for task in tasks.order_by("name").iterator(chunk_size=2000):
         slug = task_tenant_slug(task=task)
         if slug is None:
@@ -148,7 +180,7 @@ def _tenant_document(tenant: Tenant) -> dict[str, Any]:
 
 
 def task_document(*, task: PeriodicTask) -> dict[str, Any]:
-    """A PeriodicTask as the file holds it; select_related the schedules."""
+    """A PeriodicTask as the file holds it; select_related _TASK_RELATED."""
     return {
         "name": task.name,
         "task": task.task,
@@ -164,6 +196,32 @@ def task_document(*, task: PeriodicTask) -> dict[str, Any]:
         "description": task.description,
         "queue": task.queue,
         "priority": task.priority,
+        "policy": _policy_document(task),
+    }
+
+
+def _policy_document(task: PeriodicTask) -> dict[str, Any]:
+    """The task's policies, and its pause note while it is paused.
+
+    Without a state row the task has the scheduler's defaults. A note on an enabled
+    task is stale (the task was enabled again some other way), so it does not travel.
+    """
+    state = getattr(task, "dispatch_state", None)  # a missing row is an AttributeError
+    if state is None:
+        return {
+            "overlap": ScheduleState.Overlap.SKIP.value,
+            "catchup_window": settings.SCHEDULER_CATCHUP_WINDOW,
+            "run_all": False,
+            "jitter": None,
+            "pause_note": None,
+        }
+    paused = state.paused_at is not None and not task.enabled
+    return {
+        "overlap": state.overlap,
+        "catchup_window": state.catchup_window,
+        "run_all": state.run_all,
+        "jitter": state.jitter,
+        "pause_note": state.pause_note if paused else None,
     }
 
 
@@ -192,6 +250,8 @@ class _TaskItem:
     path: str
     name: str
     spec: ScheduleSpec | None  # None for a per-tenant task, which its tenant's services make
+    policy: dict[str, Any] | None  # cleaned, pause_note None when not paused; None: not given
+    enabled: bool  # what the file says, for the report
 
 
 @dataclass(frozen=True)
@@ -366,9 +426,15 @@ def _task_read(
     clocked = isinstance(when, Clocked)
     if when is not None and entry.get("one_off", clocked) != clocked:
         reader.problem(f"{path}.one_off", "is true for a clocked schedule, and false otherwise.")
+    policy = _policy_read(reader, entry, path)
+    given = entry.get("policy")  # as written: a bad note is reported once, as itself
+    paused = isinstance(given, dict) and given.get("pause_note") is not None
+    enabled = entry.get("enabled", True) is True
+    if paused and enabled:
+        reader.problem(f"{path}.enabled", "must be false: the policy says the task is paused.")
     if name.startswith("tenant:"):
-        _derived_check(reader, entry, path, tenant=tenant)
-        return _TaskItem(path=path, name=name, spec=None)
+        _derived_check(reader, entry, path, tenant=tenant, paused=paused)
+        return _TaskItem(path=path, name=name, spec=None, policy=policy, enabled=enabled)
     if entry.get("start_time") is not None:
         reader.problem(f"{path}.start_time", "must be null: operator schedules have none.")
     spec = ScheduleSpec(
@@ -383,7 +449,7 @@ def _task_read(
         enabled=entry.get("enabled", True),
         description=entry.get("description", ""),
     )
-    item = _TaskItem(path=path, name=name, spec=spec)
+    item = _TaskItem(path=path, name=name, spec=spec, policy=policy, enabled=enabled)
     if job_fits and when is not None and (tenant is None or tenant.stored is not None):
         # A new tenant's schedules are checked once it is saved (see the module's docstring).
         _spec_check(reader, item, tenant=tenant.stored if tenant else None)
@@ -406,8 +472,13 @@ def _headers_check(reader: _Reader, entry: dict, path: str, *, tenant: _TenantIt
         reader.problem(f"{path}.headers", f"must be {json.dumps(expected)}.")
 
 
-def _derived_check(reader: _Reader, entry: dict, path: str, *, tenant: _TenantItem | None) -> None:
-    """A per-tenant task must be its tenant's, and what its tenant's services make of it."""
+def _derived_check(
+    reader: _Reader, entry: dict, path: str, *, tenant: _TenantItem | None, paused: bool
+) -> None:
+    """A per-tenant task must be its tenant's, and what its tenant's services make of it.
+
+    `paused`: the file pauses it, and then _task_read has checked `enabled` already.
+    """
     if tenant is None:
         reader.problem(f"{path}.name", "a 'tenant:' task belongs to a tenant: list it under it.")
         return
@@ -430,17 +501,44 @@ def _derived_check(reader: _Reader, entry: dict, path: str, *, tenant: _TenantIt
     }
     if kind == SYNC.kind:  # the digest dispatcher's schedule and state follow its users
         seconds = int(tenant.sync_interval.total_seconds())
-        expected |= {
-            "schedule": {"type": "interval", "seconds": seconds},
-            "enabled": tenant.status == Tenant.Status.ACTIVE,
-            "start_time": None,
-        }
+        expected |= {"schedule": {"type": "interval", "seconds": seconds}, "start_time": None}
+        if not paused:
+            expected["enabled"] = tenant.status == Tenant.Status.ACTIVE
     for key, value in expected.items():
         if key in entry and entry[key] != value:
             reader.problem(
                 f"{path}.{key}",
                 f"{entry['name']} follows its tenant's settings: expected {json.dumps(value)}.",
             )
+
+
+def _policy_read(reader: _Reader, entry: dict, path: str) -> dict[str, Any] | None:
+    """The task's policy, cleaned as the policy services clean it; None when not given.
+
+    A file written before policies travelled has none, and then the task's policies
+    and pause are left as they are. When given, every key must be: a policy is the
+    whole of it, as an export writes it, so that nothing is left to a guess.
+    """
+    if "policy" not in entry:
+        return None
+    policy, at = entry["policy"], f"{path}.policy"
+    if not reader.keys(policy, at, allowed=_POLICY_KEYS, required=_POLICY_KEYS):
+        return None
+    known = len(reader.problems)
+    cleaned: dict[str, Any] = {}
+    try:
+        cleaned = policy_clean({name: policy[name] for name in POLICY_FIELDS})
+    except ValidationError as exc:
+        reader.errors(at, exc, {})
+    note = policy["pause_note"]
+    if note is not None and not isinstance(note, str):
+        reader.problem(f"{at}.pause_note", f"must be a string or null; got {note!r}.")
+    elif note is not None:
+        try:
+            note = pause_note_clean(note)
+        except ValidationError as exc:
+            reader.errors(at, exc, {"note": "pause_note"})
+    return {**cleaned, "pause_note": note} if len(reader.problems) == known else None
 
 
 def _when_read(reader: _Reader, value: Any, path: str) -> When | None:
@@ -488,11 +586,6 @@ def _spec_check(reader: _Reader, item: _TaskItem, *, tenant: Tenant | None) -> N
         errors = {**exc.message_dict, **errors}
     if errors:
         reader.errors(item.path, ValidationError(errors), _FILE_KEYS)
-
-
-def _task_stored(name: str) -> PeriodicTask | None:
-    tasks = PeriodicTask.objects.select_related(*SCHEDULE_FIELDS, "tenant_link__tenant")
-    return tasks.filter(name=name).first()
 
 
 def _spec_changes(spec: ScheduleSpec, stored: ScheduleSpec) -> set[str]:
@@ -558,6 +651,8 @@ def _apply(platform: list[_TaskItem], tenants: list[_TenantItem]) -> list[str]:
         for item in tenant_item.tasks:
             if item.spec is not None:
                 _task_apply(reader, item, tenant=tenant)
+            else:
+                _derived_apply(reader, item)
     return reader.problems
 
 
@@ -587,18 +682,83 @@ def _tenant_apply(item: _TenantItem) -> Tenant:
 
 
 def _task_apply(reader: _Reader, item: _TaskItem, *, tenant: Tenant | None) -> None:
+    """An operator schedule: its settings, then its policy, as the file has them.
+
+    The file's `enabled` holds, but for a pause: a task the file pauses is disabled (the
+    file says so too), and a file without a policy leaves a pause here in place.
+    """
     spec = dataclasses.replace(item.spec, tenant=tenant)
-    stored = _task_stored(item.name)
     try:
+        stored = _task_stored(item.name)
+        if stored is not None and item.policy is None and _pause_note(stored) is not None:
+            spec = dataclasses.replace(spec, enabled=False)  # the file says nothing of pauses
+        elif stored is not None and item.policy is not None:
+            # First: a pause disables the task, so the settings then change less.
+            _pause_set(stored, note=item.policy["pause_note"], enabling=spec.enabled)
+            stored = _task_stored(item.name)
         if stored is None:
-            arguments = {field: getattr(spec, field) for field in SPEC_FIELDS}
-            schedule_create(name=item.name, **arguments)
-            return
-        changes = _spec_changes(spec, task_spec(task=stored))
-        if changes:
+            schedule_create(
+                name=item.name, **{field: getattr(spec, field) for field in SPEC_FIELDS}
+            )
+        elif changes := _spec_changes(spec, task_spec(task=stored)):
             schedule_update(name=item.name, **{field: getattr(spec, field) for field in changes})
+        if item.policy is not None:
+            task = _task_stored(item.name)
+            _pause_set(task, note=item.policy["pause_note"], enabling=spec.enabled)  # if new
+            _policy_apply(_task_stored(item.name), policy=item.policy)
     except ValidationError as exc:
         reader.errors(item.path, exc, _FILE_KEYS)
+
+
+def _derived_apply(reader: _Reader, item: _TaskItem) -> None:
+    """A per-tenant task's policy; its settings are its tenant's, applied already.
+
+    Lifting a pause leaves the task enabled as its tenant allows (schedule_resume).
+    A digest dispatcher that its tenant's services did not make has nothing to hold a
+    policy: the report says it was skipped.
+    """
+    task = _task_stored(item.name)
+    if item.policy is None or task is None:
+        return
+    try:
+        _pause_set(task, note=item.policy["pause_note"], enabling=False)
+        _policy_apply(_task_stored(item.name), policy=item.policy)
+    except ValidationError as exc:
+        reader.errors(item.path, exc, {})
+
+
+def _pause_note(task: PeriodicTask) -> str | None:
+    """The note of the task's pause, None when it is not paused; select_related its state."""
+    return _policy_document(task)["pause_note"]
+
+
+def _pause_set(task: PeriodicTask, *, note: str | None, enabling: bool) -> None:
+    """Bring the task's pause to `note` (None: not paused) through the pause services.
+
+    Another note is another pause: the one here is lifted first (schedule_pause keeps
+    a pause as it is). A lift that `enabling`, the file's enabled, is about to make is
+    left to schedule_update, which lifts the pause itself once it has checked that a
+    clocked time or an expiry is still ahead; schedule_resume checks neither.
+    """
+    current = _pause_note(task)
+    if current == note:
+        return
+    if current is not None and not (note is None and enabling):
+        schedule_resume(task)
+    if note is not None:
+        schedule_pause(task, note=note)
+
+
+def _policy_apply(task: PeriodicTask, *, policy: dict[str, Any]) -> None:
+    """Only what differs: the service would otherwise make a state row nobody asked for."""
+    current = _policy_document(task)
+    changed = {name: policy[name] for name in POLICY_FIELDS if policy[name] != current[name]}
+    if changed:
+        schedule_policy_set(task, **changed)
+
+
+def _task_stored(name: str) -> PeriodicTask | None:
+    return PeriodicTask.objects.select_related(*_TASK_RELATED).filter(name=name).first()
 
 
 # --- Import: the report ------------------------------------------------------------------
@@ -624,7 +784,7 @@ def _states(platform: list[_TaskItem], tenants: list[_TenantItem]) -> _State:
     slugs = [tenant.slug for tenant in tenants]
     states: _State = {("task", name): None for name in names}
     states |= {("tenant", slug): None for slug in slugs}
-    tasks = PeriodicTask.objects.select_related(*SCHEDULE_FIELDS).filter(name__in=names)
+    tasks = PeriodicTask.objects.select_related(*_TASK_RELATED).filter(name__in=names)
     states |= {("task", task.name): task_document(task=task) for task in tasks}
     stored = Tenant.objects.filter(schema_name__in=slugs)
     return states | {("tenant", t.schema_name): _tenant_state(t) for t in stored}
@@ -638,14 +798,19 @@ def _report(
     after: _State,
 ) -> ImportReport:
     keys = [(("task", item.name), True) for item in platform]
-    renamed = {}  # a tenant's name is its own, not a schedule setting: never imported
+    notes = {}  # what the file says but this database keeps, and why
     for tenant in tenants:
         keys.append((("tenant", tenant.slug), True))
         keys += [(("task", name), listed) for name, listed in _watched(tenant)]
         if tenant.stored is not None and tenant.stored.name != tenant.name:
-            renamed[("tenant", tenant.slug)] = (
+            # A tenant's name is its own, not a schedule setting: never imported.
+            notes[("tenant", tenant.slug)] = (
                 f"; its name stays {tenant.stored.name!r}, not {tenant.name!r}"
             )
+    for item in [*platform, *(item for tenant in tenants for item in tenant.tasks)]:
+        document = after[("task", item.name)]
+        if item.policy is None and item.enabled and document and document["policy"]["pause_note"]:
+            notes[("task", item.name)] = "; it stays paused, as the file has no policy"
     lines, counts = [], Counter(created=0, updated=0, unchanged=0, skipped=0)
     for key, listed in keys:
         old, new = before[key], after[key]
@@ -660,5 +825,5 @@ def _report(
             outcome, line = "unchanged", f"unchanged {label}"
         if listed or new is not None:
             counts[outcome] += 1
-            lines.append(line + renamed.get(key, ""))
+            lines.append(line + notes.get(key, ""))
     return ImportReport(lines=lines, counts=counts)

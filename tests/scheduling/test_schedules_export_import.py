@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -28,7 +29,13 @@ from django_tenants.utils import schema_context
 
 from scheduling.audit.models import AuditEvent
 from scheduling.jobs import RECONCILE, SYNC
-from scheduling.platform.models import TenantTask
+from scheduling.platform.models import ScheduleState, TenantTask
+from scheduling.platform.policies import (
+    schedule_pause,
+    schedule_pause_get,
+    schedule_policy_set,
+    schedule_resume,
+)
 from scheduling.platform.schedules import Clocked, Crontab, Interval, Solar, schedule_create
 from scheduling.services import user_schedule_update
 from tenants.accounts.models import User
@@ -116,6 +123,7 @@ def _snapshot() -> dict:
         Tenant,
         Domain,
         TenantTask,
+        ScheduleState,
     ]
     return {
         **{model.__name__: list(model.objects.order_by("pk").values()) for model in models},
@@ -182,6 +190,13 @@ def test_the_export_holds_every_task_once_under_the_platform_or_its_tenant(lands
         "description": "often, on the ops queue",
         "queue": "ops",
         "priority": 3,
+        "policy": {
+            "overlap": "skip",
+            "catchup_window": settings.SCHEDULER_CATCHUP_WINDOW,
+            "run_all": False,
+            "jitter": None,
+            "pause_note": None,
+        },
     }
     assert _entry(document, "acme nightly")["schedule"] == {
         "type": "crontab",
@@ -585,3 +600,358 @@ def test_stdin_that_is_not_utf8_is_refused_with_a_clear_error(landscape, monkeyp
 
     assert refused.value.returncode == 2
     assert _snapshot() == before
+
+
+# --- Policies and pauses ---------------------------------------------------------------------
+
+
+def _task(name: str) -> PeriodicTask:
+    return PeriodicTask.objects.get(name=name)
+
+
+def _policy(name: str) -> dict:
+    """The task's policies and pause note as stored, defaults for a missing state row."""
+    state = ScheduleState.objects.filter(pk=_task(name).pk).values().first() or {
+        "overlap": "skip",
+        "catchup_window": settings.SCHEDULER_CATCHUP_WINDOW,
+        "run_all": False,
+        "jitter": None,
+    }
+    pause = schedule_pause_get(periodic_task_id=_task(name).pk)
+    values = {key: state[key] for key in ("overlap", "catchup_window", "run_all", "jitter")}
+    return {**values, "pause_note": pause.note if pause else None}
+
+
+def _states() -> list[dict]:
+    return list(ScheduleState.objects.order_by("pk").values())
+
+
+@pytest.fixture
+def with_policies(landscape):
+    """Policies on an operator schedule, a platform schedule and a per-tenant one; acme's
+    nightly schedule and sync paused with notes."""
+    schedule_policy_set(
+        _task("ops reconcile"), overlap="allow_all", catchup_window=120, run_all=True, jitter=30
+    )
+    schedule_policy_set(_task("tenant:acme:sync"), overlap="buffer_one", jitter=0)
+    schedule_pause(_task("acme nightly"), note="Waiting for the vendor's new feed.")
+    schedule_pause(_task("tenant:acme:sync"), note="Source down, ticket 42.")
+
+
+def test_the_export_holds_each_tasks_policy_and_its_pause_note_while_paused(with_policies):
+    schedule_pause(_task("sunrise reconcile"), note="Solar events are under review.")
+    schedule_pause(_task("new year reconcile"), note="stale: enabled again by hand")
+    PeriodicTask.objects.filter(name="new year reconcile").update(enabled=True)
+
+    document = _export()
+
+    assert _entry(document, "ops reconcile")["policy"] == {
+        "overlap": "allow_all",
+        "catchup_window": 120,
+        "run_all": True,
+        "jitter": 30,
+        "pause_note": None,
+    }
+    assert _entry(document, "tenant:acme:sync")["policy"] == {
+        "overlap": "buffer_one",
+        "catchup_window": settings.SCHEDULER_CATCHUP_WINDOW,
+        "run_all": False,
+        "jitter": 0,
+        "pause_note": "Source down, ticket 42.",
+    }
+    assert _entry(document, "tenant:acme:sync")["enabled"] is False
+    assert _entry(document, "acme nightly")["policy"]["pause_note"] == (
+        "Waiting for the vendor's new feed."
+    )
+    assert _entry(document, "sunrise reconcile")["policy"]["pause_note"] == (
+        "Solar events are under review."
+    )
+    # A note on a task enabled since is no pause.
+    assert _entry(document, "new year reconcile")["policy"]["pause_note"] is None
+
+
+def test_the_export_reads_the_policies_of_all_tasks_in_one_query(with_policies):
+    with CaptureQueriesContext(connection) as queries:
+        _export()
+
+    read = [q["sql"] for q in queries.captured_queries if "schedulestate" in q["sql"]]
+    assert len(read) == 1
+
+
+def test_policies_and_pauses_travel_into_a_database_that_has_others(with_policies):
+    document = _export()
+    # This database then goes its own way.
+    schedule_policy_set(_task("ops reconcile"), overlap="skip", catchup_window=7200, jitter=None)
+    schedule_policy_set(_task("acme nightly"), run_all=True)
+    schedule_resume(_task("acme nightly"))
+    schedule_pause(_task("ops reconcile"), note="Ops queue is being drained.")
+    schedule_pause(_task("sunrise reconcile"), note="Disabled and paused here only.")
+    schedule_resume(_task("tenant:acme:sync"))
+    schedule_pause(_task("tenant:acme:sync"), note="Another reason, here.")
+
+    lines = _import(document)
+
+    assert "updated ops reconcile (enabled, policy)" in lines
+    assert "updated acme nightly (enabled, policy)" in lines
+    assert "updated sunrise reconcile (policy)" in lines  # disabled still, but not paused
+    assert "updated tenant:acme:sync (policy)" in lines
+    assert lines[-1] == "0 created, 4 updated, 8 unchanged, 0 skipped."
+    assert {**_export(), "exported_at": None} == {**document, "exported_at": None}
+    assert _policy("sunrise reconcile")["pause_note"] is None
+    assert _task("sunrise reconcile").enabled is False
+    assert _policy("tenant:acme:sync")["pause_note"] == "Source down, ticket 42."
+    assert _task("tenant:acme:sync").enabled is False
+    assert AuditEvent.objects.filter(
+        actor_label="system: schedules_import", target="ops reconcile"
+    ).exists()
+    before = _snapshot()
+    assert _import(document)[-1] == "0 created, 0 updated, 12 unchanged, 0 skipped."
+    assert _snapshot() == before
+
+
+def test_a_new_database_gets_the_policies_and_pauses_of_new_tasks(with_policies):
+    document = _export()
+    initech = _initech()
+    initech["tasks"][0]["enabled"] = False
+    initech["tasks"][0]["policy"] = {
+        "overlap": "buffer_one",
+        "catchup_window": 0,
+        "run_all": False,
+        "jitter": 5,
+        "pause_note": "Starts once the contract is signed.",
+    }
+    initech["tasks"].append(
+        {
+            "name": "tenant:initech:sync",
+            "task": SYNC.task_name,
+            "schedule": {"type": "interval", "seconds": 1800},
+            "headers": {"_schema_name": "initech"},
+            "enabled": False,
+            "policy": {
+                "overlap": "skip",
+                "catchup_window": 60,
+                "run_all": False,
+                "jitter": None,
+                "pause_note": "No source configured yet.",
+            },
+        }
+    )
+    document["tenants"].append(initech)
+
+    _import(document)
+
+    assert _policy("initech weekly") == initech["tasks"][0]["policy"]
+    assert _task("initech weekly").enabled is False
+    assert _policy("tenant:initech:sync") == initech["tasks"][1]["policy"]
+    assert _task("tenant:initech:sync").enabled is False
+    assert Tenant.objects.get(schema_name="initech").status == "active"
+
+
+def test_a_file_without_policies_leaves_policies_and_pauses_alone(with_policies):
+    document = _export()
+    for tasks in [document["platform"], *(t["tasks"] for t in document["tenants"])]:
+        for entry in tasks:
+            del entry["policy"]
+    # As a file from before pauses would have them: enabled, as their tenant allows.
+    _entry(document, "acme nightly")["enabled"] = True
+    _entry(document, "tenant:acme:sync")["enabled"] = True
+    schedule_policy_set(_task("ops reconcile"), overlap="buffer_one")
+    states, before = _states(), _snapshot()
+
+    lines = _import(document)
+
+    assert "unchanged acme nightly; it stays paused, as the file has no policy" in lines
+    assert "unchanged tenant:acme:sync; it stays paused, as the file has no policy" in lines
+    assert lines[-1] == "0 created, 0 updated, 12 unchanged, 0 skipped."
+    assert _states() == states
+    assert _snapshot() == before
+    assert _policy("ops reconcile")["overlap"] == "buffer_one"
+
+
+def _pause_of(document: dict, name: str, note) -> dict:
+    _entry(document, name)["policy"]["pause_note"] = note
+    return document
+
+
+def _policy_without(document: dict, name: str, key: str) -> dict:
+    del _entry(document, name)["policy"][key]
+    return document
+
+
+def _policy_of(document: dict, name: str, **values) -> dict:
+    _entry(document, name)["policy"].update(values)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("change", "problems"),
+    [
+        (
+            lambda d: _policy_of(d, "ops reconcile", overlap="sometimes"),
+            [
+                "{ops}.policy.overlap: The overlap policy must be one of skip, buffer_one, "
+                "allow_all, not 'sometimes'."
+            ],
+        ),
+        (
+            lambda d: _policy_of(d, "ops reconcile", catchup_window="60", jitter=1.5),
+            [
+                "{ops}.policy.catchup_window: The catch-up window must be a whole number of "
+                "seconds.",
+                "{ops}.policy.jitter: The jitter must be a whole number of seconds.",
+            ],
+        ),
+        (
+            lambda d: _policy_of(d, "ops reconcile", catchup_window=-1, jitter=10**9),
+            [
+                "{ops}.policy.catchup_window: The catch-up window must be from 0 to 2592000 "
+                "seconds, not -1.",
+                "{ops}.policy.jitter: The jitter must be from 0 to 86400 seconds, not 1000000000.",
+            ],
+        ),
+        (
+            lambda d: _policy_of(d, "ops reconcile", run_all="yes"),
+            ["{ops}.policy.run_all: run_all must be True or False."],
+        ),
+        (
+            lambda d: _policy_of(d, "ops reconcile", retries=3),
+            ["{ops}.policy.retries: is not a key this format has."],
+        ),
+        (
+            lambda d: _policy_without(d, "ops reconcile", "jitter"),
+            ["{ops}.policy.jitter: is missing."],
+        ),
+        (
+            lambda d: _entry(d, "ops reconcile").update(policy="allow_all") or d,
+            ["{ops}.policy: must be an object."],
+        ),
+        (
+            lambda d: _pause_of(d, "sunrise reconcile", "   "),
+            ["{sunrise}.policy.pause_note: Say why the schedule is paused."],
+        ),
+        (
+            lambda d: _pause_of(d, "sunrise reconcile", 42),
+            ["{sunrise}.policy.pause_note: must be a string or null; got 42."],
+        ),
+        (
+            lambda d: _pause_of(d, "tenant:acme:sync", 42),  # paused, so enabled false is right
+            ["$.tenants[0].tasks[2].policy.pause_note: must be a string or null; got 42."],
+        ),
+        (
+            lambda d: _pause_of(d, "sunrise reconcile", "x" * 501),
+            ["{sunrise}.policy.pause_note: The note can be at most 500 characters (it has 501)."],
+        ),
+        (
+            lambda d: _pause_of(d, "ops reconcile", "Paused, yet enabled."),
+            ["{ops}.enabled: must be false: the policy says the task is paused."],
+        ),
+        (
+            lambda d: _pause_of(d, "tenant:acme:digests", "Paused, yet enabled."),
+            ["$.tenants[0].tasks[1].enabled: must be false: the policy says the task is paused."],
+        ),
+        (
+            lambda d: _entry(d, "tenant:acme:sync").update(enabled=True) or d,
+            ["$.tenants[0].tasks[2].enabled: must be false: the policy says the task is paused."],
+        ),
+    ],
+)
+def test_a_bad_policy_changes_nothing_and_says_where(with_policies, change, problems):
+    document = change(_export())
+    at = {
+        name.split()[0]: f"$.platform[{document['platform'].index(_entry(document, name))}]"
+        for name in ("ops reconcile", "sunrise reconcile")
+    }
+    before = _snapshot()
+
+    with pytest.raises(CommandError) as refused:
+        _import(document)
+
+    lines = str(refused.value).splitlines()
+    assert lines[1:] == [problem.format(**at) for problem in problems]
+    assert _snapshot() == before
+
+
+def test_a_dry_run_of_policies_reports_them_exactly_and_changes_nothing(with_policies):
+    document = _export()
+    _policy_of(document, "ops reconcile", overlap="skip")
+    _entry(document, "sunrise reconcile")["policy"]["pause_note"] = "Under review."
+    _pause_of(document, "tenant:acme:sync", None)
+    _entry(document, "tenant:acme:sync")["enabled"] = True
+    before = _snapshot()
+
+    dry = _import(document, "--dry-run")
+
+    assert _snapshot() == before
+    assert "updated ops reconcile (policy)" in dry
+    assert "updated sunrise reconcile (policy)" in dry
+    assert "updated tenant:acme:sync (enabled, policy)" in dry
+    assert dry[-2:] == [
+        "0 created, 3 updated, 9 unchanged, 0 skipped.",
+        "Dry run: nothing was changed.",
+    ]
+    assert _import(document) == dry[:-1]
+    assert _task("tenant:acme:sync").enabled is True  # acme is active
+    assert _policy("sunrise reconcile")["pause_note"] == "Under review."
+
+
+def test_a_tenant_task_paused_in_the_file_stays_as_its_tenant_allows_and_others_are_untouched(
+    landscape, tenant_b
+):
+    schedule_pause(_task("tenant:globex:sync"), note="Globex's own pause, here only.")
+    document = _export()
+    globex = _tenant(document, "globex")
+    document["tenants"].remove(globex)  # globex is not in the file
+    sync = _entry(document, "tenant:acme:sync")
+    sync["enabled"] = False
+    sync["policy"] |= {"pause_note": "Vendor outage.", "run_all": True}
+    digests = _entry(document, "tenant:acme:digests")
+    digests["enabled"] = False
+    digests["policy"]["pause_note"] = "No digests this week."
+    globex_tasks = list(
+        PeriodicTask.objects.filter(name__contains="globex").order_by("pk").values()
+    )
+    globex_states = list(
+        ScheduleState.objects.filter(periodic_task__name__contains="globex").values()
+    )
+
+    lines = _import(document)
+
+    assert "updated tenant:acme:sync (enabled, policy)" in lines
+    assert "updated tenant:acme:digests (enabled, policy)" in lines
+    assert _policy("tenant:acme:sync")["pause_note"] == "Vendor outage."
+    assert _policy("tenant:acme:sync")["run_all"] is True
+    assert _task("tenant:acme:sync").enabled is False
+    assert _task("tenant:acme:digests").enabled is False
+    assert Tenant.objects.get(schema_name="acme").status == "active"
+    assert (
+        list(PeriodicTask.objects.filter(name__contains="globex").order_by("pk").values())
+        == globex_tasks
+    )
+    assert (
+        list(ScheduleState.objects.filter(periodic_task__name__contains="globex").values())
+        == globex_states
+    )
+
+    # The pause lifted by a later file: the tasks run again as acme allows.
+    sync["enabled"], sync["policy"]["pause_note"] = True, None
+    digests["enabled"], digests["policy"]["pause_note"] = True, None
+
+    lines = _import(document)
+
+    assert "updated tenant:acme:sync (enabled, policy)" in lines
+    assert _task("tenant:acme:sync").enabled is True
+    assert _task("tenant:acme:digests").enabled is True  # a user of acme wants digests
+    assert _policy("tenant:acme:digests")["pause_note"] is None
+
+
+def test_a_paused_tenant_keeps_its_sync_disabled_when_the_file_lifts_the_pause(landscape):
+    schedule_pause(_task("tenant:globex:sync"), note="Paused before the tenant was.")
+    document = _export()
+    entry = _entry(document, "tenant:globex:sync")
+    entry["policy"]["pause_note"] = None
+
+    lines = _import(document)
+
+    assert "updated tenant:globex:sync (policy)" in lines
+    assert _policy("tenant:globex:sync")["pause_note"] is None
+    assert _task("tenant:globex:sync").enabled is False  # globex itself is paused
