@@ -55,7 +55,9 @@ class SyncOverview:
 def _tenant_tasks(*, tenant: Tenant) -> QuerySet[PeriodicTask]:
     # By name: the unique index on PeriodicTask.name, whatever the number of tenants.
     names = [tenant_task_name(tenant=tenant, kind=kind) for kind in TenantTask.Kind.values]
-    return PeriodicTask.objects.filter(name__in=names).select_related(*SCHEDULE_FIELDS)
+    return PeriodicTask.objects.filter(name__in=names).select_related(
+        *SCHEDULE_FIELDS, "dispatch_state"
+    )
 
 
 def _schedule_of(task: PeriodicTask, *, now: datetime) -> TenantSchedule:
@@ -82,7 +84,7 @@ def sync_next_run(*, tenant: Tenant, now: datetime) -> datetime | None:
         return None
     task = (
         PeriodicTask.objects.filter(name=tenant_task_name(tenant=tenant, kind=TenantTask.Kind.SYNC))
-        .select_related(*SCHEDULE_FIELDS)
+        .select_related(*SCHEDULE_FIELDS, "dispatch_state")
         .first()
     )
     return schedule_next_run(task=task, now=now) if task is not None else None

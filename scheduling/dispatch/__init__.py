@@ -16,6 +16,9 @@ import hashlib
 import uuid
 from datetime import UTC, datetime
 
+# Its beat scheduler class, as CELERY_BEAT_SCHEDULER and `celery beat -S` name it.
+DUE_TIME_SCHEDULER = "scheduling.dispatch.scheduler:DueTimeScheduler"
+
 # Fixed for good: changing it changes every occurrence's task id, so a message
 # published before the change would no longer be recognised after it.
 OCCURRENCE_NAMESPACE = uuid.UUID("6c6be2da-3c25-401d-bd77-0ea895eb463e")

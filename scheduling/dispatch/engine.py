@@ -74,8 +74,11 @@ RECOVER_BATCH = 20000  # occurrences published again per step, after a takeover
 TICK_BUDGET = 0.5  # seconds of dispatching before the tick lets pickup run again
 RUN_ALL_LIMIT = 100  # slots one schedule may run in one tick with run_all
 BATCH_BITS = 32  # a batch number is epoch << BATCH_BITS | the tenure's counter
-UNFINISHED_GRACE = timedelta(seconds=30)
-ONE_MICROSECOND = timedelta(microseconds=1)  # after a started task's hard time limit
+# The timing of a state row whose task can't be scheduled. An empty timing is a row
+# this scheduler has not read yet (made by the policy services).
+UNSCHEDULABLE = "unschedulable"
+UNFINISHED_GRACE = timedelta(seconds=30)  # after a started task's hard time limit
+ONE_MICROSECOND = timedelta(microseconds=1)
 
 _STATE_COLUMNS = """
     s.first_seen_at, s.active, s.timing, s.next_slot_at, s.due_at, s.last_slot_at,
@@ -317,20 +320,22 @@ class Dispatcher:
 
         Unchanged timing keeps its next slot, so what catch-up owes stays owed. New timing,
         or a task enabled again, starts at the first slot after now: the slots of the time
-        it was paused or timed otherwise are not owed. A new task starts at its first slot.
+        it was paused or timed otherwise are not owed. A new task starts at its first slot,
+        also when its row was made before this scheduler read it (a policy set with the
+        task, in the admin's inline): such a row has no timing yet.
         """
         first_seen = state.first_seen_at if state else seen
         try:
             spec = spec_of(definition, first_seen)
         except timing.ScheduleError as error:
             logger.error("Periodic task %s can't be scheduled: %s", definition.name, error)
-            return (definition.pk, first_seen, False, "", None, None)
+            return (definition.pk, first_seen, False, UNSCHEDULABLE, None, None)
         timed = fingerprint(definition)
         if not definition.enabled:
             return (definition.pk, first_seen, False, timed, None, None)
         if state is not None and state.active and state.timing == timed:
             next_slot = state.next_slot_at
-        elif state is None or isinstance(spec.rule, timing.Clocked):
+        elif state is None or not state.timing or isinstance(spec.rule, timing.Clocked):
             after = timing.EARLIEST if state is None else state.last_slot_at or timing.EARLIEST
             next_slot = timing.next_after(spec, after)
         else:

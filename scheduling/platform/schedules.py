@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 from celery.schedules import ParseException
 from celery.schedules import crontab as celery_crontab
 from celery.schedules import solar as celery_solar
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
@@ -56,6 +57,7 @@ from scheduling.audit.services import (
     periodic_tasks_audit_deleted,
     periodic_tasks_audit_saved,
 )
+from scheduling.dispatch import DUE_TIME_SCHEDULER
 from scheduling.intervals import describe_interval
 from scheduling.jobs import CLEANUP, HEARTBEAT, JOBS, RECONCILE, SYNC, Job
 from scheduling.platform.maintenance import run_history_summary
@@ -344,7 +346,9 @@ def schedules_overview_tasks(*, tenant_slug: str | None = None) -> QuerySet[Peri
     header (as task_tenant_slug reads it); both are matched in the query, so a
     slice of it is a page. An unknown slug is a ValidationError.
     """
-    tasks = PeriodicTask.objects.select_related(*SCHEDULE_FIELDS, "tenant_link__tenant")
+    tasks = PeriodicTask.objects.select_related(
+        *SCHEDULE_FIELDS, "tenant_link__tenant", "dispatch_state"
+    )
     if tenant_slug is not None:
         if not Tenant.objects.filter(schema_name=tenant_slug).exists():
             raise ValidationError({"tenant": [f"No tenant with slug {tenant_slug!r}."]})
@@ -422,12 +426,22 @@ def schedule_describe(*, task: PeriodicTask) -> str:
 def schedule_next_run(*, task: PeriodicTask, now: datetime) -> datetime | None:
     """When beat will next send the task (now, if overdue); None if it never will.
 
-    Follows DatabaseScheduler: the schedule counts from last_run_at, or from
-    date_changed when it never ran (then from 30 years back if start_time is
-    set, so the first run comes at start_time); nothing runs before start_time.
+    Under the project's scheduler (CELERY_BEAT_SCHEDULER), once it has read the task:
+    its due time, the next slot plus the task's jitter (select_related
+    "dispatch_state" to read many tasks at once). A change saved in the last second
+    may not be in it yet; the scheduler reads changes within a second.
+
+    Otherwise, an estimate that follows DatabaseScheduler: the schedule counts from
+    last_run_at, or from date_changed when it never ran (then from 30 years back if
+    start_time is set, so the first run comes at start_time); nothing runs before
+    start_time.
     """
     if not task.enabled or (task.expires and task.expires <= now):
         return None
+    if settings.CELERY_BEAT_SCHEDULER == DUE_TIME_SCHEDULER:
+        state = getattr(task, "dispatch_state", None)  # no row: an AttributeError
+        if state is not None and state.active and state.due_at is not None:
+            return max(state.due_at, now)
     if task.one_off and task.total_run_count > 0:
         return None  # beat disables it on its next tick
     reference = task.last_run_at or task.date_changed or now

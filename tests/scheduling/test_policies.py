@@ -34,6 +34,7 @@ from scheduling.platform.policies import (
     schedule_policy_set,
     schedule_resume,
 )
+from scheduling.platform.schedules import schedule_status
 from scheduling.platform.services import digest_dispatcher_ensure, schedules_reconcile
 from scheduling.services import user_schedule_update
 from tenants.models import Tenant
@@ -551,3 +552,36 @@ def test_a_jitter_set_through_the_service_is_the_one_the_scheduler_applies(dispa
     offset = jitter_offset("platform:cleanup", 50)
     assert offset > 0
     assert state.due_at == base + timedelta(hours=1, seconds=offset)
+
+
+def test_the_next_run_shown_is_the_schedulers_due_time_jitter_included(
+    dispatcher_at, queue, settings
+):
+    base = datetime.now(UTC).replace(second=0, microsecond=0)
+    task = _cleanup_task(queue, every=3600, start=base)
+    schedule_policy_set(task, jitter=50)
+    offset = timedelta(seconds=jitter_offset("platform:cleanup", 50))
+    # Before the scheduler has read the task: the estimate from the definition (overdue).
+    assert schedule_status(name="platform:cleanup")["next_run_at"] <= datetime.now(UTC)
+
+    dispatcher_at(base + offset)
+    # The row the policy made before the scheduler read the task cost it no slot.
+    assert _sent(queue) == [f"{task.pk}:{base.isoformat()}"]
+
+    due = ScheduleState.objects.get(pk=task.pk).due_at
+    assert due == base + timedelta(hours=1) + offset
+    assert schedule_status(name="platform:cleanup")["next_run_at"] == due
+    # Stock beat keeps no due time: the estimate, from when it last ran.
+    settings.CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+    last_run = PeriodicTask.objects.get(pk=task.pk).last_run_at
+    assert schedule_status(name="platform:cleanup")["next_run_at"] == last_run + timedelta(hours=1)
+
+
+def test_a_task_the_scheduler_holds_inactive_has_no_next_run(dispatcher_at, queue):
+    base = datetime.now(UTC).replace(second=0, microsecond=0)
+    task = _cleanup_task(queue, every=60, start=base)
+    dispatcher_at(base)
+    schedule_pause(task, note="disk full")
+    dispatcher_at(base + timedelta(seconds=1))
+
+    assert schedule_status(name="platform:cleanup")["next_run_at"] is None
