@@ -1,7 +1,8 @@
 """Health endpoints for load balancers and process supervisors, on every host name.
 
   /healthz         PostgreSQL and Redis answer: 200, else 503
-  /healthz/beat    beat's heartbeat task ran in the last HEALTH_BEAT_MAX_AGE seconds
+  /healthz/beat    beat's heartbeat task ran in the last HEALTH_BEAT_MAX_AGE seconds;
+                   also says whether a scheduler process holds the leader lease
   /healthz/worker  at least one Celery worker answers a ping
 
 Each answers JSON with a detail per check, and nothing secret: no addresses, no
@@ -22,6 +23,8 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
 from scheduling import metrics
+from scheduling.dispatch import DUE_TIME_SCHEDULER
+from scheduling.dispatch.lease import TABLE as LEASE_TABLE
 
 # A check that hangs is a failed check: keep each well under a probe's own timeout.
 REDIS_TIMEOUT = 1.0
@@ -63,12 +66,42 @@ def health_beat() -> dict[str, Any]:
     except Exception as exc:
         return {"ok": False, "error": type(exc).__name__, "max_age_seconds": _beat_max_age()}
     age = None if last is None else round((timezone.now() - last).total_seconds(), 1)
-    return {
+    answer = {
         "ok": age is not None and age <= _beat_max_age(),
         "last_heartbeat": last.isoformat() if last else None,
         "age_seconds": age,
         "max_age_seconds": _beat_max_age(),
     }
+    if settings.CELERY_BEAT_SCHEDULER == DUE_TIME_SCHEDULER:
+        answer["leader"] = _leader()
+    return answer
+
+
+def _leader() -> dict[str, Any]:
+    """Whether a scheduler process leads now, by the lease row and the database's clock.
+
+    Not part of `ok`: the heartbeat already proves that slots are sent and run. This
+    tells a stale heartbeat's causes apart: no leader (no beat process is up, or none
+    reaches the database) or a leader whose messages don't get run (the broker, the
+    workers). The holder's name (host and pid) is not shown.
+    """
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT epoch, holder <> '' AND expires_at > clock_timestamp(),
+                       extract(epoch FROM clock_timestamp() - renewed_at)
+                FROM {LEASE_TABLE} WHERE name = %s
+                """,
+                [settings.SCHEDULER_LEASE_NAME],
+            )
+            row = cursor.fetchone()
+    except Exception as exc:  # the answer, never a 500
+        return {"held": False, "error": type(exc).__name__}
+    if row is None:
+        return {"held": False, "epoch": None, "renewed_seconds_ago": None}
+    epoch, held, renewed_ago = row
+    return {"held": held, "epoch": epoch, "renewed_seconds_ago": round(float(renewed_ago), 1)}
 
 
 def health_worker() -> dict[str, Any]:

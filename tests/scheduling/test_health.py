@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from config.env import redis_urls
 from scheduling import metrics
+from scheduling.dispatch.lease import LeaderLease
 from tests.processes import celery_process, wait_until
 
 pytestmark = pytest.mark.django_db
@@ -91,6 +93,27 @@ def test_the_beat_check_follows_the_heartbeats_age():
     assert stale.status_code == 503
     assert stale.json()["age_seconds"] >= settings.HEALTH_BEAT_MAX_AGE + 60
     assert never.status_code == 503 and never.json()["last_heartbeat"] is None
+
+
+def test_the_beat_check_says_whether_a_scheduler_holds_the_lease(settings):
+    settings.SCHEDULER_LEASE_NAME = f"health-{uuid.uuid4().hex[:8]}"
+    metrics._client().set(metrics.HEARTBEAT_KEY, timezone.now().isoformat())
+    nobody_yet = _get("/healthz/beat").json()["leader"]
+    lease = LeaderLease(settings.SCHEDULER_LEASE_NAME, ttl=600, poll=0.05).start()
+    try:
+        assert lease.is_leader()
+        leading = _get("/healthz/beat")
+    finally:
+        lease.stop()  # releases the lease
+    released = _get("/healthz/beat").json()["leader"]
+
+    assert nobody_yet == {"held": False, "epoch": None, "renewed_seconds_ago": None}
+    assert leading.status_code == 200
+    leader = leading.json()["leader"]
+    assert leader["held"] is True and leader["epoch"] >= 1
+    assert 0 <= leader["renewed_seconds_ago"] < 60
+    assert "holder" not in leader  # host names and pids stay private
+    assert released["held"] is False and released["epoch"] == leader["epoch"]
 
 
 def test_the_worker_check_is_503_without_a_broker(own_redis):
