@@ -4,9 +4,12 @@ Every message beat sends carries `nominal_time`, the instant its schedule said i
 was due (ISO 8601, UTC). Workers subtract it from the moment they start the task
 to measure dispatch lag (see scheduling.metrics), and a sync run stores it as
 its nominal start. Unless its row sets an expiry, a message also expires when its
-schedule sends the next one (entry_expires). Run beat with
-`--scheduler scheduling.beat:NominalTimeScheduler`; it is also CELERY_BEAT_SCHEDULER,
-the default.
+schedule sends the next one (entry_expires).
+
+The default scheduler is now the project's own (scheduling.dispatch.scheduler,
+CELERY_BEAT_SCHEDULER), which writes the same header. This one stays for running
+the stock scheduler on purpose, `--scheduler scheduling.beat:NominalTimeScheduler`,
+and as the stock side of `bench_beat`.
 """
 
 from __future__ import annotations
