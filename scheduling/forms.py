@@ -221,7 +221,7 @@ class OccurrenceFilterForm(_Form):
     status = forms.ChoiceField(
         label="Outcome",
         required=False,
-        choices=[("", "All outcomes"), *Occurrence.Status.choices],
+        choices=[("", "All outcomes"), *Occurrence.outcome_choices()],
         error_messages={
             "invalid_choice": "There is no outcome “%(value)s”; showing every outcome."
         },

@@ -460,15 +460,15 @@ class OccurrenceStatusFilter(admin.SimpleListFilter):
     title = parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return Occurrence.Status.choices
+        return Occurrence.outcome_choices()
 
     def queryset(self, request, queryset):
         value = self.value()
         if value is None:
             return queryset
-        if value not in Occurrence.Status.values:
+        if value not in dict(Occurrence.outcome_choices()):
             return queryset.none()
-        return queryset.filter(status=value)
+        return queryset.filter(Occurrence.outcome_filter(value, timezone.now()))
 
 
 class OccurrenceKindFilter(admin.SimpleListFilter):

@@ -282,6 +282,23 @@ class Occurrence(models.Model):
         return f"{self.name} @ {self.slot_at:%Y-%m-%d %H:%M:%S}: {self.status}"
 
     EXPIRED = "Expired (never started)"
+    EXPIRED_OUTCOME = "expired"  # a filter value beside the statuses
+
+    @classmethod
+    def outcome_choices(cls) -> list[tuple[str, str]]:
+        """The outcomes a history can be filtered by: each status, and expired."""
+        return [*cls.Status.choices, (cls.EXPIRED_OUTCOME, cls.EXPIRED)]
+
+    @classmethod
+    def outcome_filter(cls, outcome: str, now: datetime) -> models.Q:
+        """The rows of one outcome; "sent" leaves the expired ones out, as they are shown."""
+        sent = models.Q(status=cls.Status.SENT)
+        expired = sent & models.Q(live_until__lte=now)
+        if outcome == cls.EXPIRED_OUTCOME:
+            return expired
+        if outcome == cls.Status.SENT:
+            return sent & ~models.Q(live_until__lte=now)
+        return models.Q(status=outcome)
 
     def expired(self, now: datetime) -> bool:
         """Sent, and no worker started it before its message expired (when the next slot

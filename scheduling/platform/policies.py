@@ -383,7 +383,8 @@ class OccurrencePage:
 def tenant_occurrence_page(
     *, tenant: Tenant, number: int, per_page: int, status: str | None = None
 ) -> OccurrencePage:
-    """Page `number` of the tenant's occurrences, newest slot first, optionally of one status.
+    """Page `number` of the tenant's occurrences, newest slot first, optionally of one
+    outcome (a status, or expired: Occurrence.outcome_filter).
 
     Only the occurrences of the tenant's own tasks (its TenantTask links) recorded for
     its own schema. Each task's rows are read newest first along the (task, slot)
@@ -395,7 +396,10 @@ def tenant_occurrence_page(
     if not jobs:
         return OccurrencePage(occurrences=[], number=number, has_next=False, jobs=jobs)
     end = number * per_page + 1  # one more than the page, to tell whether another follows
-    per_task = [_task_occurrences(task_id, tenant=tenant, status=status) for task_id in jobs]
+    now = timezone.now()
+    per_task = [
+        _task_occurrences(task_id, tenant=tenant, status=status, now=now) for task_id in jobs
+    ]
     if len(per_task) > 1:
         first, *others = (rows[:end] for rows in per_task)
         merged = first.union(*others, all=True).order_by("-slot_at", "-id")
@@ -407,8 +411,10 @@ def tenant_occurrence_page(
     )
 
 
-def _task_occurrences(task_id: int, *, tenant: Tenant, status: str | None) -> QuerySet[Occurrence]:
+def _task_occurrences(
+    task_id: int, *, tenant: Tenant, status: str | None, now: dt.datetime
+) -> QuerySet[Occurrence]:
     rows = Occurrence.objects.filter(periodic_task_id=task_id, schema_name=tenant.schema_name)
     if status:
-        rows = rows.filter(status=status)
+        rows = rows.filter(Occurrence.outcome_filter(status, now))
     return rows.order_by("-slot_at", "-id")

@@ -99,6 +99,10 @@ def test_a_sent_message_that_expired_unstarted_is_listed_as_expired(tenant_a, op
 
     outcomes = re.findall(r'<td class="field-outcome">([^<]*)</td>', html)
     assert outcomes == ["Sent", "Expired (never started)"]
+    assert _listed(operator_client, "?status=expired") == [("tenant:acme:sync", T0)]
+    assert _listed(operator_client, "?status=sent") == [
+        ("tenant:acme:sync", T0 + timedelta(minutes=1))
+    ]
 
 
 def test_it_filters_by_outcome_and_by_kind_of_job(tenant_a, operator_client):

@@ -149,11 +149,17 @@ def test_a_sent_message_that_expired_unstarted_is_shown_as_expired(tenant_a, adm
             live_until=live_until,
         )
 
-    rows = _rows(logged_in(tenant_a, admin_a).get(HISTORY))
+    client = logged_in(tenant_a, admin_a)
+    rows = _rows(client.get(HISTORY))
 
     # Newest recorded first: the one that may still run, then the expired one.
     assert "Sent" in rows[0] and "Expired" not in rows[0]
     assert "Expired (never started)" in rows[1] and "Sent" not in rows[1]
+    # Each has its own outcome in the filter too.
+    expired = _rows(client.get(HISTORY + "?status=expired"))
+    sent = _rows(client.get(HISTORY + "?status=sent"))
+    assert len(expired) == 1 and "Expired (never started)" in expired[0]
+    assert len(sent) == 1 and "Sent" in sent[0]
 
 
 def test_another_tenants_occurrences_are_never_shown_even_when_asked_for(
