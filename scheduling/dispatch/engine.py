@@ -33,6 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -53,7 +54,14 @@ from scheduling.dispatch.definitions import (
     spec_of,
 )
 from scheduling.dispatch.lease import LeaderLease
-from scheduling.dispatch.publish import Outgoing, outgoing_build, publish_batch, stop_requested
+from scheduling.dispatch.publish import (
+    Outgoing,
+    PublishReport,
+    outgoing_build,
+    outgoing_check,
+    publish_batch,
+    stop_requested,
+)
 from scheduling.jobs import job_for_task
 
 logger = logging.getLogger(__name__)
@@ -115,7 +123,15 @@ class Record:
     slots: int = 1
     last_slot_at: datetime | None = None
     live_until: datetime | None = None
-    message: Outgoing | None = None
+
+    def message(self) -> Outgoing:
+        """The message of a sent record (checked by outgoing_check when planned)."""
+        return outgoing_build(
+            periodic_task=self.definition,
+            nominal_at=self.slot_at,
+            due_at=self.due_at,
+            expires=self.live_until,
+        )
 
 
 @dataclass
@@ -155,6 +171,9 @@ class Dispatcher:
         self._recovered_epoch: int | None = None
         self._batches = 0
         self._folded_at = time.monotonic()
+        self._tenant_jitter: int | None = None  # the setting, read once per dispatch batch
+        self._executor: ThreadPoolExecutor | None = None
+        self._publishing: tuple[int, Future] | None = None  # (batch, its publishing)
 
     # --- The tick ------------------------------------------------------------------
 
@@ -174,20 +193,30 @@ class Dispatcher:
             self._recovered_epoch = None
             return report
         started = time.monotonic()
-        while not stop_requested():
-            full = self._dispatch(epoch, report)
-            if report.unpublished:  # the broker failed: publish those again first
-                self._recovered_epoch = None
-                break
-            if not full:
-                break
-            if time.monotonic() - started > self.tick_budget:
-                report.backlog = True
-                break
+        try:
+            while not stop_requested():
+                full = self._dispatch(epoch, report)
+                if report.unpublished:  # the broker failed: publish those again first
+                    break
+                if not full:
+                    break
+                if time.monotonic() - started > self.tick_budget:
+                    report.backlog = True
+                    break
+        finally:
+            self._published(report)  # the last batch's publishing ends within the tick
+        if report.unpublished:
+            self._recovered_epoch = None
         fold_due = not report.backlog or time.monotonic() - self._folded_at > FOLD_EVERY
         if not report.unpublished and fold_due and self._fold_runs(epoch):
             report.backlog = True  # more runs to fold: tick again at once
         return report
+
+    def close(self) -> None:
+        """Stop the publishing thread (a tick leaves nothing in it)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def next_due_in(self, now: datetime | None = None) -> float | None:
         """Seconds until the earliest due time (0 when overdue); None when nothing is due."""
@@ -410,6 +439,7 @@ class Dispatcher:
     def _dispatch(self, epoch: int, report: TickReport) -> bool:
         """Send one batch of due rows; True when the batch was full (more may be due)."""
         now = self.clock()
+        self._tenant_jitter = settings.SCHEDULER_TENANT_JITTER
         with self.lease.fenced(epoch), connection.cursor() as cursor:
             # Binary results: psycopg's C loaders read the timestamps, several per row.
             with psycopg.Cursor(connection.connection) as binary:
@@ -447,20 +477,43 @@ class Dispatcher:
                 """,
                 [_json_rows(advances)],
             )
-        messages = []
+        sent = []
         for record in records:
             if _slot_key(record) not in inserted:
                 continue  # recorded before (a policy edit rewound the row): never twice
             if record.status == "sent":
-                messages.append(record.message)
+                sent.append(record)
             elif record.status == "skipped":
                 report.skipped += 1
             elif record.status == "missed":
                 report.missed += record.slots
             elif record.status == "buffered":
                 report.buffered += 1
-        self._publish(batch, messages, report)
+        # The previous batch was publishing while this one was read, planned and recorded.
+        self._published(report)
+        if report.unpublished:
+            return False  # this batch is recorded: the next tick's recovery publishes it
+        self._publishing = (batch, self._publisher().submit(_build_and_publish, sent))
         return len(rows) == self.dispatch_batch
+
+    def _publisher(self) -> ThreadPoolExecutor:
+        """One thread that builds and publishes a committed batch's messages while the main
+        thread reads, plans and records the next batch: PostgreSQL runs on another core,
+        and the main thread waits for it with the GIL released. A batch is handed over
+        only after the one before it was published and confirmed, so batches reach the
+        broker in order, and a failed one stops the dispatching that tick."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="dispatch-publish")
+        return self._executor
+
+    def _published(self, report: TickReport) -> None:
+        """Wait for the batch being published, if any; confirm it, or count what failed."""
+        if self._publishing is None:
+            return
+        batch, future = self._publishing
+        self._publishing = None
+        messages, result = future.result()
+        self._publish(batch, messages, report, result=result)
 
     def _in_flight(self, cursor, due, now) -> tuple[set[int], set[int]]:
         """Of the due tasks with an overlap policy, those with an occurrence still running
@@ -521,7 +574,7 @@ class Dispatcher:
     ) -> tuple:
         pk = definition.pk
         spec = spec_of(definition, state.first_seen_at)
-        bound = jitter_bound(definition, state.jitter)
+        bound = jitter_bound(definition, state.jitter, tenant_default=self._tenant_jitter)
         offset = state.due_at - state.next_slot_at if state.next_slot_at else timedelta(0)
         window = timedelta(seconds=state.catchup_window)
         slot = state.next_slot_at
@@ -567,13 +620,9 @@ class Dispatcher:
                 buffered.add(pk)
                 records.append(Record(definition, slot, due_at, status))
             else:
+                outgoing_check(definition)  # built after the commit, in the publishing thread
                 live_until = _expiry(definition, next_due, now)
-                message = outgoing_build(
-                    periodic_task=definition, nominal_at=slot, due_at=due_at, expires=live_until
-                )
-                records.append(
-                    Record(definition, slot, due_at, "sent", live_until=live_until, message=message)
-                )
+                records.append(Record(definition, slot, due_at, "sent", live_until=live_until))
         return (pk, last, next_slot, next_due, next_slot is not None)
 
     def _record(self, cursor, records: list[Record], batch: int, now: datetime) -> set:
@@ -676,9 +725,19 @@ class Dispatcher:
         self._batches += 1
         return (epoch << BATCH_BITS) | self._batches
 
-    def _publish(self, batch: int, messages: list[Outgoing], report: TickReport) -> None:
+    def _publish(
+        self,
+        batch: int,
+        messages: list[Outgoing],
+        report: TickReport,
+        *,
+        result: PublishReport | None = None,
+    ) -> None:
+        """Publish `messages` (or take `result`, their publishing done elsewhere); confirm
+        the batch when all reached the broker, else count them for the recovery."""
         if messages:
-            result = publish_batch(messages, finish_on_stop=True)
+            if result is None:
+                result = publish_batch(messages, finish_on_stop=True)
             report.sent += len(result.published)
             if sent_logger.isEnabledFor(logging.INFO) and result.published:
                 # One record per batch, one line per message in it: a record per message
@@ -699,6 +758,12 @@ class Dispatcher:
                     report.errors.append(repr(result.error))
                 return
         self._confirm(batch)
+
+
+def _build_and_publish(records: list[Record]) -> tuple[list[Outgoing], PublishReport | None]:
+    """The messages of a committed batch's sent records, published (the publishing thread)."""
+    messages = [record.message() for record in records]
+    return messages, publish_batch(messages, finish_on_stop=True) if messages else None
 
 
 def _runs_pending(cursor, counts: dict[int, int], now: datetime) -> None:
