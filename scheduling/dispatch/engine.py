@@ -474,19 +474,7 @@ class Dispatcher:
                 advance = self._plan(state, definition, now, running, buffered, records)
                 advances.append(advance)
             batch = self._next_batch(epoch)
-            inserted = self._record(cursor, records, batch, now)
-            self._count_runs(cursor, records, inserted, now)
-            cursor.execute(
-                f"""
-                UPDATE {STATE} s
-                SET last_slot_at = to_timestamp((e->>1)::float8),
-                    next_slot_at = to_timestamp((e->>2)::float8),
-                    due_at = to_timestamp((e->>3)::float8), active = (e->>4)::bool
-                FROM json_array_elements(%s::json) AS e
-                WHERE s.periodic_task_id = (e->>0)::int
-                """,
-                [_json_rows(advances)],
-            )
+            inserted = self._record(cursor, records, advances, batch, now)
         sent = []
         for record in records:
             if _slot_key(record) not in inserted:
@@ -635,10 +623,13 @@ class Dispatcher:
                 records.append(Record(definition, slot, due_at, "sent", live_until=live_until))
         return (pk, last, next_slot, next_due, next_slot is not None)
 
-    def _record(self, cursor, records: list[Record], batch: int, now: datetime) -> set:
-        """Insert the occurrences; the (task id, slot epoch second) pairs that were new."""
-        if not records:
-            return set()
+    def _record(
+        self, cursor, records: list[Record], advances: list[tuple], batch: int, now: datetime
+    ) -> set:
+        """Insert the occurrences, count the new sent ones (a PendingRuns row, for the
+        PeriodicTask counts; see `_fold_runs`) and advance the state rows, in one statement
+        (one round trip: a batch waits for each); the (task id, slot epoch second) pairs
+        that were new."""
         rows = [
             (
                 r.definition.pk,
@@ -655,20 +646,43 @@ class Dispatcher:
         ]
         cursor.execute(
             f"""
-            INSERT INTO {OCCURRENCE} (
-                periodic_task_id, name, schema_name, slot_at, due_at, slots, last_slot_at,
-                status, recorded_at, batch, live_until, worker, error
+            WITH recorded AS (
+                INSERT INTO {OCCURRENCE} (
+                    periodic_task_id, name, schema_name, slot_at, due_at, slots, last_slot_at,
+                    status, recorded_at, batch, live_until, worker, error
+                )
+                SELECT (e->>0)::int, e->>1, e->>2,
+                       to_timestamp((e->>3)::float8), to_timestamp((e->>4)::float8),
+                       (e->>5)::int, to_timestamp((e->>6)::float8), e->>7, %(now)s,
+                       CASE WHEN e->>7 = 'sent' THEN %(batch)s::bigint END,
+                       to_timestamp((e->>8)::float8), '', ''
+                FROM json_array_elements(%(records)s::json) AS e
+                ON CONFLICT (periodic_task_id, slot_at) DO NOTHING
+                RETURNING periodic_task_id, slot_at, status
+            ), counted AS (
+                INSERT INTO {PENDING} (task_ids, runs, sent_at)
+                SELECT array_agg(periodic_task_id), array_agg(n), %(now)s
+                FROM (
+                    SELECT periodic_task_id, count(*)::int AS n FROM recorded
+                    WHERE status = 'sent' GROUP BY periodic_task_id
+                ) AS sent
+                HAVING count(*) > 0
+            ), advanced AS (
+                UPDATE {STATE} s
+                SET last_slot_at = to_timestamp((e->>1)::float8),
+                    next_slot_at = to_timestamp((e->>2)::float8),
+                    due_at = to_timestamp((e->>3)::float8), active = (e->>4)::bool
+                FROM json_array_elements(%(advances)s::json) AS e
+                WHERE s.periodic_task_id = (e->>0)::int
             )
-            SELECT (e->>0)::int, e->>1, e->>2,
-                   to_timestamp((e->>3)::float8), to_timestamp((e->>4)::float8),
-                   (e->>5)::int, to_timestamp((e->>6)::float8), e->>7, %s,
-                   CASE WHEN e->>7 = 'sent' THEN %s::bigint END,
-                   to_timestamp((e->>8)::float8), '', ''
-            FROM json_array_elements(%s::json) AS e
-            ON CONFLICT (periodic_task_id, slot_at) DO NOTHING
-            RETURNING periodic_task_id, extract(epoch FROM slot_at)::bigint
+            SELECT periodic_task_id, extract(epoch FROM slot_at)::bigint FROM recorded
             """,
-            [now, batch, _json_rows(rows)],
+            {
+                "now": now,
+                "batch": batch,
+                "records": _json_rows(rows),
+                "advances": _json_rows(advances),
+            },
         )
         inserted = set(cursor.fetchall())
         if len(inserted) < len(records):
@@ -677,16 +691,6 @@ class Dispatcher:
                 len(records) - len(inserted),
             )
         return inserted
-
-    def _count_runs(self, cursor, records: list[Record], inserted: set, now: datetime) -> None:
-        """Count the slots sent, for PeriodicTask.last_run_at and total_run_count (the
-        admin and schedules_status show them, as stock beat keeps them): one PendingRuns
-        row for the batch, in its transaction; `_fold_runs` adds them to the tasks later."""
-        counts: dict[int, int] = {}
-        for record in records:
-            if record.status == "sent" and _slot_key(record) in inserted:
-                counts[record.definition.pk] = counts.get(record.definition.pk, 0) + 1
-        _runs_pending(cursor, counts, now)
 
     def _fold_runs(self, epoch: int) -> bool:
         """Add the oldest pending runs, about FOLD_LIMIT task counts, to their tasks'
