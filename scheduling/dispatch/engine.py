@@ -19,8 +19,12 @@ in its own fenced transaction, so a deposed leader's writes roll back:
 4. dispatch  read the state rows due by now, ordered by due time, DISPATCH_BATCH at a
              time; for each, sort its slots into run, missed and coalesced by its
              catch-up policy, apply its overlap policy, record one occurrence per
-             slot (missed ones as one row per run) and advance the row; commit; then
-             publish the sent ones in one pipelined batch and confirm the batch.
+             slot (missed ones as one row per run), count the sent ones (a PendingRuns
+             row) and advance the row; commit; then publish the sent ones in one
+             pipelined batch and confirm the batch. The publishing runs in a thread
+             while the next batch is read, planned and recorded;
+5. count     when idle (and every FOLD_EVERY seconds of a herd): add the oldest
+             PendingRuns rows to PeriodicTask.last_run_at and total_run_count.
 
 Nothing in memory grows with the number of schedules: every step reads a bounded
 batch through an index. A tick ends after TICK_BUDGET seconds of dispatching so a
