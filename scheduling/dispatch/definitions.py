@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -90,6 +90,9 @@ class Definition:
     crontab: CrontabRow | None
     solar: SolarRow | None
     clocked: ClockedRow | None
+    # schema_name, once worked out: a batch asks for it several times per definition, and
+    # schema_of's cache can't hold the headers of a hundred thousand tenants' tasks.
+    _schema: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_row(cls, row: tuple) -> Definition:
@@ -128,7 +131,9 @@ class Definition:
     @property
     def schema_name(self) -> str:
         """The tenant schema its messages carry; blank for a platform task (or bad headers)."""
-        return schema_of(self.headers)
+        if self._schema is None:
+            self._schema = schema_of(self.headers)
+        return self._schema
 
 
 @functools.lru_cache(maxsize=4096)
