@@ -633,7 +633,8 @@ class Dispatcher:
         """Insert the occurrences, count the new sent ones (a PendingRuns row, for the
         PeriodicTask counts; see `_fold_runs`) and advance the state rows, in one statement
         (one round trip: a batch waits for each); the (task id, slot epoch second) pairs
-        that were new."""
+        that were new. The rows go as jsonb: parsed once, where json is parsed again by
+        each `->>` (a fifth of the statement's time)."""
         rows = [
             (
                 r.definition.pk,
@@ -660,7 +661,7 @@ class Dispatcher:
                        (e->>5)::int, to_timestamp((e->>6)::float8), e->>7, %(now)s,
                        CASE WHEN e->>7 = 'sent' THEN %(batch)s::bigint END,
                        to_timestamp((e->>8)::float8), '', ''
-                FROM json_array_elements(%(records)s::json) AS e
+                FROM jsonb_array_elements(%(records)s::jsonb) AS e
                 ON CONFLICT (periodic_task_id, slot_at) DO NOTHING
                 RETURNING periodic_task_id, slot_at, status
             ), counted AS (
@@ -676,7 +677,7 @@ class Dispatcher:
                 SET last_slot_at = to_timestamp((e->>1)::float8),
                     next_slot_at = to_timestamp((e->>2)::float8),
                     due_at = to_timestamp((e->>3)::float8), active = (e->>4)::bool
-                FROM json_array_elements(%(advances)s::json) AS e
+                FROM jsonb_array_elements(%(advances)s::jsonb) AS e
                 WHERE s.periodic_task_id = (e->>0)::int
             )
             SELECT periodic_task_id, extract(epoch FROM slot_at)::bigint FROM recorded
