@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -90,6 +90,9 @@ class Definition:
     crontab: CrontabRow | None
     solar: SolarRow | None
     clocked: ClockedRow | None
+    # schema_name, once worked out: a batch asks for it several times per definition, and
+    # schema_of's cache can't hold the headers of a hundred thousand tenants' tasks.
+    _schema: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_row(cls, row: tuple) -> Definition:
@@ -128,7 +131,9 @@ class Definition:
     @property
     def schema_name(self) -> str:
         """The tenant schema its messages carry; blank for a platform task (or bad headers)."""
-        return schema_of(self.headers)
+        if self._schema is None:
+            self._schema = schema_of(self.headers)
+        return self._schema
 
 
 @functools.lru_cache(maxsize=4096)
@@ -170,18 +175,68 @@ def _crontab(fields: CrontabRow) -> timing.Crontab:
 
 
 def spec_of(definition: Definition, first_seen: datetime) -> timing.Schedule:
-    """The definition's Schedule; raises timing.ScheduleError for one that can't run."""
-    if definition.crontab is not None and definition.interval is None:
+    """The definition's Schedule; raises timing.ScheduleError for one that can't run.
+
+    Shared between definitions with the same timing (and first sight): a Schedule is
+    frozen, building and checking one is a fifth of a message's planning, and a herd's
+    tasks are mostly alike.
+    """
+    if (
+        definition.interval is None
+        and definition.crontab is None
+        and definition.solar is None
+        and definition.clocked is None
+    ):
+        raise timing.ScheduleError(f"Periodic task {definition.name!r} has no schedule")
+    return _spec(
+        definition.interval,
+        definition.crontab,
+        definition.solar,
+        definition.clocked,
+        definition.start_time,
+        definition.expires,
+        definition.one_off,
+        first_seen,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """The fields of a definition that timing.spec_from_periodic_task reads."""
+
+    name: str
+    interval: IntervalRow | None
+    crontab: CrontabRow | None
+    solar: SolarRow | None
+    clocked: ClockedRow | None
+    start_time: datetime | None
+    expires: datetime | None
+    one_off: bool
+
+
+@functools.lru_cache(maxsize=16384)
+def _spec(
+    interval: IntervalRow | None,
+    crontab: CrontabRow | None,
+    solar: SolarRow | None,
+    clocked: ClockedRow | None,
+    start_time: datetime | None,
+    expires: datetime | None,
+    one_off: bool,
+    first_seen: datetime,
+) -> timing.Schedule:
+    if crontab is not None and interval is None:
         return timing.Schedule(
-            rule=_crontab(definition.crontab),
+            rule=_crontab(crontab),
             first_seen=first_seen,
-            start_time=definition.start_time,
-            expires=definition.expires,
-            one_off=definition.one_off,
+            start_time=start_time,
+            expires=expires,
+            one_off=one_off,
         )
-    if definition.interval is not None and definition.interval.period not in PERIODS:
-        raise timing.ScheduleError(f"Unknown interval period {definition.interval.period!r}")
-    return timing.spec_from_periodic_task(definition, first_seen=first_seen)
+    if interval is not None and interval.period not in PERIODS:
+        raise timing.ScheduleError(f"Unknown interval period {interval.period!r}")
+    fields = _Timing("", interval, crontab, solar, clocked, start_time, expires, one_off)
+    return timing.spec_from_periodic_task(fields, first_seen=first_seen)
 
 
 PERIODS = frozenset({"days", "hours", "minutes", "seconds", "microseconds"})
@@ -201,11 +256,18 @@ def fingerprint(definition: Definition) -> str:
     return hashlib.sha256(repr(timing_fields).encode()).hexdigest()[:32]
 
 
-def jitter_bound(definition: Definition, policy: int | None) -> int:
-    """The jitter bound in seconds: the policy's, else the default of the task's scope."""
+def jitter_bound(
+    definition: Definition, policy: int | None, *, tenant_default: int | None = None
+) -> int:
+    """The jitter bound in seconds: the policy's, else the default of the task's scope.
+
+    `tenant_default` is settings.SCHEDULER_TENANT_JITTER read once by a caller with many
+    definitions to judge (reading a setting costs more than the rest of this)."""
     if policy is not None:
         return policy
-    return settings.SCHEDULER_TENANT_JITTER if definition.schema_name else 0
+    if not definition.schema_name:
+        return 0
+    return settings.SCHEDULER_TENANT_JITTER if tenant_default is None else tenant_default
 
 
 def jitter_for(

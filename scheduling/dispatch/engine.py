@@ -19,8 +19,12 @@ in its own fenced transaction, so a deposed leader's writes roll back:
 4. dispatch  read the state rows due by now, ordered by due time, DISPATCH_BATCH at a
              time; for each, sort its slots into run, missed and coalesced by its
              catch-up policy, apply its overlap policy, record one occurrence per
-             slot (missed ones as one row per run) and advance the row; commit; then
-             publish the sent ones in one pipelined batch and confirm the batch.
+             slot (missed ones as one row per run), count the sent ones (a PendingRuns
+             row) and advance the row; commit; then publish the sent ones in one
+             pipelined batch and confirm the batch. The publishing runs in a thread
+             while the next batch is read, planned and recorded;
+5. count     when idle (and every FOLD_EVERY seconds of a herd): add the oldest
+             PendingRuns rows to PeriodicTask.last_run_at and total_run_count.
 
 Nothing in memory grows with the number of schedules: every step reads a bounded
 batch through an index. A tick ends after TICK_BUDGET seconds of dispatching so a
@@ -31,8 +35,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -53,12 +59,19 @@ from scheduling.dispatch.definitions import (
     spec_of,
 )
 from scheduling.dispatch.lease import LeaderLease
-from scheduling.dispatch.publish import Outgoing, outgoing_build, publish_batch, stop_requested
+from scheduling.dispatch.publish import (
+    Outgoing,
+    PublishReport,
+    outgoing_build,
+    outgoing_check,
+    publish_batch,
+    stop_requested,
+)
 from scheduling.jobs import job_for_task
 
 logger = logging.getLogger(__name__)
-# One line per message sent, as stock beat writes ("Sending due task ..."). Raise this
-# logger's level to WARNING to drop them at scale.
+# One line per message sent, as stock beat writes ("Sending due task ..."), one record per
+# batch. Raise this logger's level to WARNING to drop them at scale.
 sent_logger = logging.getLogger("scheduling.dispatch.sent")
 
 STATE = "public.scheduling_platform_schedulestate"
@@ -66,6 +79,7 @@ CHANGE = "public.scheduling_platform_schedulechange"
 OCCURRENCE = "public.scheduling_platform_occurrence"
 PROGRESS = "public.scheduling_platform_dispatchprogress"
 TASK = "public.django_celery_beat_periodictask"
+PENDING = "public.scheduling_platform_pendingruns"
 
 DISPATCH_BATCH = 1000  # state rows per transaction and publish: a message waits for its batch
 PICKUP_BATCH = 5000  # changes per transaction
@@ -74,6 +88,12 @@ RECOVER_BATCH = 20000  # occurrences published again per step, after a takeover
 TICK_BUDGET = 0.5  # seconds of dispatching before the tick lets pickup run again
 RUN_ALL_LIMIT = 100  # slots one schedule may run in one tick with run_all
 BATCH_BITS = 32  # a batch number is epoch << BATCH_BITS | the tenure's counter
+# The GIL switch interval while a batch publishes in a thread beside the dispatching: the
+# main thread, its database reply in, waits for the GIL up to this long, once per round trip
+# (five per batch); Python's default 5 ms more than doubled a herd's time.
+SWITCH_INTERVAL = 0.0005
+FOLD_LIMIT = 5000  # task counts added to PeriodicTask rows per fold transaction
+FOLD_EVERY = 5.0  # seconds: a herd longer than this still has its counts folded meanwhile
 # The timing of a state row whose task can't be scheduled. An empty timing is a row
 # this scheduler has not read yet (made by the policy services).
 UNSCHEDULABLE = "unschedulable"
@@ -115,7 +135,15 @@ class Record:
     slots: int = 1
     last_slot_at: datetime | None = None
     live_until: datetime | None = None
-    message: Outgoing | None = None
+
+    def message(self) -> Outgoing:
+        """The message of a sent record (checked by outgoing_check when planned)."""
+        return outgoing_build(
+            periodic_task=self.definition,
+            nominal_at=self.slot_at,
+            due_at=self.due_at,
+            expires=self.live_until,
+        )
 
 
 @dataclass
@@ -154,6 +182,10 @@ class Dispatcher:
         self.tick_budget = tick_budget
         self._recovered_epoch: int | None = None
         self._batches = 0
+        self._folded_at = time.monotonic()
+        self._tenant_jitter: int | None = None  # the setting, read once per dispatch batch
+        self._executor: ThreadPoolExecutor | None = None
+        self._publishing: tuple[int, Future] | None = None  # (batch, its publishing)
 
     # --- The tick ------------------------------------------------------------------
 
@@ -173,17 +205,35 @@ class Dispatcher:
             self._recovered_epoch = None
             return report
         started = time.monotonic()
-        while not stop_requested():
-            full = self._dispatch(epoch, report)
-            if report.unpublished:  # the broker failed: publish those again first
-                self._recovered_epoch = None
-                break
-            if not full:
-                break
-            if time.monotonic() - started > self.tick_budget:
-                report.backlog = True
-                break
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL))
+        try:
+            while not stop_requested():
+                full = self._dispatch(epoch, report)
+                if report.unpublished:  # the broker failed: publish those again first
+                    break
+                if not full:
+                    break
+                if time.monotonic() - started > self.tick_budget:
+                    report.backlog = True
+                    break
+        finally:
+            try:
+                self._published(report)  # the last batch's publishing ends within the tick
+            finally:
+                sys.setswitchinterval(switch_interval)
+        if report.unpublished:
+            self._recovered_epoch = None
+        fold_due = not report.backlog or time.monotonic() - self._folded_at > FOLD_EVERY
+        if not report.unpublished and fold_due and self._fold_runs(epoch):
+            report.backlog = True  # more runs to fold: tick again at once
         return report
+
+    def close(self) -> None:
+        """Stop the publishing thread (a tick leaves nothing in it)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def next_due_in(self, now: datetime | None = None) -> float | None:
         """Seconds until the earliest due time (0 when overdue); None when nothing is due."""
@@ -376,6 +426,7 @@ class Dispatcher:
                 return
             batch = self._next_batch(epoch)
             messages, released = [], []
+            runs: dict[int, int] = {}
             for occurrence_id, slot, due, next_due, *definition_row in rows:
                 definition = Definition.from_row(definition_row)
                 live_until = _expiry(definition, next_due, now)
@@ -389,6 +440,7 @@ class Dispatcher:
                     continue
                 messages.append(message)
                 released.append((occurrence_id, "sent", live_until))
+                runs[definition.pk] = runs.get(definition.pk, 0) + 1
             cursor.execute(
                 f"""
                 UPDATE {OCCURRENCE} o
@@ -398,6 +450,7 @@ class Dispatcher:
                 """,
                 [batch, _json_rows(released)],
             )
+            _runs_pending(cursor, runs, now)
         self._publish(batch, messages, report)
 
     # --- 4. Dispatch -------------------------------------------------------------------
@@ -405,6 +458,7 @@ class Dispatcher:
     def _dispatch(self, epoch: int, report: TickReport) -> bool:
         """Send one batch of due rows; True when the batch was full (more may be due)."""
         now = self.clock()
+        self._tenant_jitter = settings.SCHEDULER_TENANT_JITTER
         with self.lease.fenced(epoch), connection.cursor() as cursor:
             # Binary results: psycopg's C loaders read the timestamps, several per row.
             with psycopg.Cursor(connection.connection) as binary:
@@ -429,33 +483,44 @@ class Dispatcher:
                 advance = self._plan(state, definition, now, running, buffered, records)
                 advances.append(advance)
             batch = self._next_batch(epoch)
-            inserted = self._record(cursor, records, batch, now)
-            self._count_runs(cursor, records, inserted, now)
-            cursor.execute(
-                f"""
-                UPDATE {STATE} s
-                SET last_slot_at = to_timestamp((e->>1)::float8),
-                    next_slot_at = to_timestamp((e->>2)::float8),
-                    due_at = to_timestamp((e->>3)::float8), active = (e->>4)::bool
-                FROM json_array_elements(%s::json) AS e
-                WHERE s.periodic_task_id = (e->>0)::int
-                """,
-                [_json_rows(advances)],
-            )
-        messages = []
+            inserted = self._record(cursor, records, advances, batch, now)
+        sent = []
         for record in records:
             if _slot_key(record) not in inserted:
                 continue  # recorded before (a policy edit rewound the row): never twice
             if record.status == "sent":
-                messages.append(record.message)
+                sent.append(record)
             elif record.status == "skipped":
                 report.skipped += 1
             elif record.status == "missed":
                 report.missed += record.slots
             elif record.status == "buffered":
                 report.buffered += 1
-        self._publish(batch, messages, report)
+        # The previous batch was publishing while this one was read, planned and recorded.
+        self._published(report)
+        if report.unpublished:
+            return False  # this batch is recorded: the next tick's recovery publishes it
+        self._publishing = (batch, self._publisher().submit(_build_and_publish, sent))
         return len(rows) == self.dispatch_batch
+
+    def _publisher(self) -> ThreadPoolExecutor:
+        """One thread that builds and publishes a committed batch's messages while the main
+        thread reads, plans and records the next batch: PostgreSQL runs on another core,
+        and the main thread waits for it with the GIL released. A batch is handed over
+        only after the one before it was published and confirmed, so batches reach the
+        broker in order, and a failed one stops the dispatching that tick."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="dispatch-publish")
+        return self._executor
+
+    def _published(self, report: TickReport) -> None:
+        """Wait for the batch being published, if any; confirm it, or count what failed."""
+        if self._publishing is None:
+            return
+        batch, future = self._publishing
+        self._publishing = None
+        messages, result = future.result()
+        self._publish(batch, messages, report, result=result)
 
     def _in_flight(self, cursor, due, now) -> tuple[set[int], set[int]]:
         """Of the due tasks with an overlap policy, those with an occurrence still running
@@ -516,7 +581,7 @@ class Dispatcher:
     ) -> tuple:
         pk = definition.pk
         spec = spec_of(definition, state.first_seen_at)
-        bound = jitter_bound(definition, state.jitter)
+        bound = jitter_bound(definition, state.jitter, tenant_default=self._tenant_jitter)
         offset = state.due_at - state.next_slot_at if state.next_slot_at else timedelta(0)
         window = timedelta(seconds=state.catchup_window)
         slot = state.next_slot_at
@@ -562,19 +627,19 @@ class Dispatcher:
                 buffered.add(pk)
                 records.append(Record(definition, slot, due_at, status))
             else:
+                outgoing_check(definition)  # built after the commit, in the publishing thread
                 live_until = _expiry(definition, next_due, now)
-                message = outgoing_build(
-                    periodic_task=definition, nominal_at=slot, due_at=due_at, expires=live_until
-                )
-                records.append(
-                    Record(definition, slot, due_at, "sent", live_until=live_until, message=message)
-                )
+                records.append(Record(definition, slot, due_at, "sent", live_until=live_until))
         return (pk, last, next_slot, next_due, next_slot is not None)
 
-    def _record(self, cursor, records: list[Record], batch: int, now: datetime) -> set:
-        """Insert the occurrences; the (task id, slot epoch second) pairs that were new."""
-        if not records:
-            return set()
+    def _record(
+        self, cursor, records: list[Record], advances: list[tuple], batch: int, now: datetime
+    ) -> set:
+        """Insert the occurrences, count the new sent ones (a PendingRuns row, for the
+        PeriodicTask counts; see `_fold_runs`) and advance the state rows, in one statement
+        (one round trip: a batch waits for each); the (task id, slot epoch second) pairs
+        that were new. The rows go as jsonb: parsed once, where json is parsed again by
+        each `->>` (a fifth of the statement's time)."""
         rows = [
             (
                 r.definition.pk,
@@ -591,20 +656,43 @@ class Dispatcher:
         ]
         cursor.execute(
             f"""
-            INSERT INTO {OCCURRENCE} (
-                periodic_task_id, name, schema_name, slot_at, due_at, slots, last_slot_at,
-                status, recorded_at, batch, live_until, worker, error
+            WITH recorded AS (
+                INSERT INTO {OCCURRENCE} (
+                    periodic_task_id, name, schema_name, slot_at, due_at, slots, last_slot_at,
+                    status, recorded_at, batch, live_until, worker, error
+                )
+                SELECT (e->>0)::int, e->>1, e->>2,
+                       to_timestamp((e->>3)::float8), to_timestamp((e->>4)::float8),
+                       (e->>5)::int, to_timestamp((e->>6)::float8), e->>7, %(now)s,
+                       CASE WHEN e->>7 = 'sent' THEN %(batch)s::bigint END,
+                       to_timestamp((e->>8)::float8), '', ''
+                FROM jsonb_array_elements(%(records)s::jsonb) AS e
+                ON CONFLICT (periodic_task_id, slot_at) DO NOTHING
+                RETURNING periodic_task_id, slot_at, status
+            ), counted AS (
+                INSERT INTO {PENDING} (task_ids, runs, sent_at)
+                SELECT array_agg(periodic_task_id), array_agg(n), %(now)s
+                FROM (
+                    SELECT periodic_task_id, count(*)::int AS n FROM recorded
+                    WHERE status = 'sent' GROUP BY periodic_task_id
+                ) AS sent
+                HAVING count(*) > 0
+            ), advanced AS (
+                UPDATE {STATE} s
+                SET last_slot_at = to_timestamp((e->>1)::float8),
+                    next_slot_at = to_timestamp((e->>2)::float8),
+                    due_at = to_timestamp((e->>3)::float8), active = (e->>4)::bool
+                FROM jsonb_array_elements(%(advances)s::jsonb) AS e
+                WHERE s.periodic_task_id = (e->>0)::int
             )
-            SELECT (e->>0)::int, e->>1, e->>2,
-                   to_timestamp((e->>3)::float8), to_timestamp((e->>4)::float8),
-                   (e->>5)::int, to_timestamp((e->>6)::float8), e->>7, %s,
-                   CASE WHEN e->>7 = 'sent' THEN %s::bigint END,
-                   to_timestamp((e->>8)::float8), '', ''
-            FROM json_array_elements(%s::json) AS e
-            ON CONFLICT (periodic_task_id, slot_at) DO NOTHING
-            RETURNING periodic_task_id, extract(epoch FROM slot_at)::bigint
+            SELECT periodic_task_id, extract(epoch FROM slot_at)::bigint FROM recorded
             """,
-            [now, batch, _json_rows(rows)],
+            {
+                "now": now,
+                "batch": batch,
+                "records": _json_rows(rows),
+                "advances": _json_rows(advances),
+            },
         )
         inserted = set(cursor.fetchall())
         if len(inserted) < len(records):
@@ -614,22 +702,46 @@ class Dispatcher:
             )
         return inserted
 
-    def _count_runs(self, cursor, records: list[Record], inserted: set, now: datetime) -> None:
-        """Keep PeriodicTask.last_run_at and total_run_count as stock beat does (the admin
-        and schedules_status show them): the time sent, and one more per slot sent."""
-        counts: dict[int, int] = {}
-        for record in records:
-            if record.status == "sent" and _slot_key(record) in inserted:
-                counts[record.definition.pk] = counts.get(record.definition.pk, 0) + 1
-        if counts:
+    def _fold_runs(self, epoch: int) -> bool:
+        """Add the oldest pending runs, about FOLD_LIMIT task counts, to their tasks'
+        total_run_count, and set last_run_at to the time of each task's latest send; True
+        when more remain.
+
+        In one fenced transaction that deletes the PendingRuns rows it adds: each send is
+        counted once, whatever crashes when. Run when the dispatcher is idle (and every
+        FOLD_EVERY seconds during a long herd), off the path of the sends themselves.
+        """
+        self._folded_at = time.monotonic()
+        with self.lease.fenced(epoch), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, cardinality(task_ids) FROM {PENDING} ORDER BY id LIMIT 1000"
+            )
+            pending = cursor.fetchall()
+            if not pending:
+                return False
+            taken, size = [], 0
+            for row_id, tasks in pending:
+                if taken and size + tasks > FOLD_LIMIT:
+                    break
+                taken.append(row_id)
+                size += tasks
             cursor.execute(
                 f"""
+                WITH taken AS (
+                    DELETE FROM {PENDING} WHERE id = ANY(%s) RETURNING id, task_ids, runs, sent_at
+                ), counted AS (
+                    SELECT u.task_id, sum(u.n) AS n,
+                           (array_agg(taken.sent_at ORDER BY taken.id DESC))[1] AS sent_at
+                    FROM taken, unnest(taken.task_ids, taken.runs) AS u(task_id, n)
+                    GROUP BY u.task_id
+                )
                 UPDATE {TASK} t
-                SET last_run_at = %s, total_run_count = t.total_run_count + (e->>1)::int
-                FROM json_array_elements(%s::json) AS e WHERE t.id = (e->>0)::int
+                SET last_run_at = counted.sent_at, total_run_count = t.total_run_count + counted.n
+                FROM counted WHERE t.id = counted.task_id
                 """,
-                [now, _json_rows(counts.items())],
+                [taken],
             )
+        return len(taken) < len(pending)
 
     # --- Publishing ------------------------------------------------------------------
 
@@ -637,18 +749,31 @@ class Dispatcher:
         self._batches += 1
         return (epoch << BATCH_BITS) | self._batches
 
-    def _publish(self, batch: int, messages: list[Outgoing], report: TickReport) -> None:
+    def _publish(
+        self,
+        batch: int,
+        messages: list[Outgoing],
+        report: TickReport,
+        *,
+        result: PublishReport | None = None,
+    ) -> None:
+        """Publish `messages` (or take `result`, their publishing done elsewhere); confirm
+        the batch when all reached the broker, else count them for the recovery."""
         if messages:
-            result = publish_batch(messages, finish_on_stop=True)
+            if result is None:
+                result = publish_batch(messages, finish_on_stop=True)
             report.sent += len(result.published)
-            if sent_logger.isEnabledFor(logging.INFO):
-                for message in result.published:
-                    sent_logger.info(
-                        "Sending due task %s (%s) for %s",
-                        message.headers.get("periodic_task_name"),
-                        message.task_name,
-                        message.headers.get("nominal_time"),
+            if sent_logger.isEnabledFor(logging.INFO) and result.published:
+                # One record per batch, one line per message in it: a record per message
+                # (its creation, filters, formatting and write) cost more than building and
+                # sending the message itself, 5 s of a 100k herd.
+                sent_logger.info(
+                    "\n".join(
+                        f"Sending due task {message.headers.get('periodic_task_name')} "
+                        f"({message.task_name}) for {message.headers.get('nominal_time')}"
+                        for message in result.published
                     )
+                )
             if not result.complete:
                 # Recorded as sent but maybe not in the broker: the next tick's recovery
                 # publishes them again, from this batch on.
@@ -657,6 +782,27 @@ class Dispatcher:
                     report.errors.append(repr(result.error))
                 return
         self._confirm(batch)
+
+
+def _build_and_publish(records: list[Record]) -> tuple[list[Outgoing], PublishReport | None]:
+    """The messages of a committed batch's sent records, published (the publishing thread)."""
+    messages = [record.message() for record in records]
+    return messages, publish_batch(messages, finish_on_stop=True) if messages else None
+
+
+def _runs_pending(cursor, counts: dict[int, int], now: datetime) -> None:
+    """Append the sends of one batch, task id -> slots sent, to PendingRuns: one row
+    whatever the batch size, so counting costs the send path next to nothing."""
+    if counts:
+        cursor.execute(
+            f"INSERT INTO {PENDING} (task_ids, runs, sent_at) VALUES (%s::int[], %s::int[], %s)",
+            [_int_array(counts), _int_array(counts.values()), now],
+        )
+
+
+def _int_array(values) -> str:
+    """Integers as a PostgreSQL array literal: one string, not a value per element."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _json_rows(rows) -> str:

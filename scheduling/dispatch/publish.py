@@ -186,6 +186,15 @@ def outgoing_build(
     )
 
 
+def outgoing_check(periodic_task: PeriodicTask) -> None:
+    """Raise ValueError when `periodic_task`'s message can't be built (arguments or
+    headers that are no JSON), as outgoing_build would: a caller that builds its messages
+    later, after recording them, checks first. Cheap: the parsed fields are cached."""
+    _json_parsed(periodic_task.args or "[]")
+    _json_parsed(periodic_task.kwargs or "{}")
+    {**_json_parsed(periodic_task.headers or "{}")}
+
+
 @functools.lru_cache(maxsize=4096)
 def _json_parsed(text: str) -> Any:
     """A row's JSON field, parsed once: most rows share the same few arguments and

@@ -90,6 +90,8 @@ class DueTimeScheduler(Scheduler):
         """Nothing to write: every tick commits what it did."""
 
     def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         if self.lease is not None:
             self.lease.stop()
             self.lease = None

@@ -35,6 +35,7 @@ from scheduling.jobs import CLEANUP, SYNC
 from scheduling.platform.models import (
     DispatchProgress,
     Occurrence,
+    PendingRuns,
     ScheduleChange,
     SchedulerLease,
     ScheduleState,
@@ -67,7 +68,7 @@ def _tasks_registered():
 @pytest.fixture(autouse=True)
 def _no_tasks_but_the_tests_own(transactional_db):
     PeriodicTask.objects.all().delete()
-    for model in (ScheduleChange, ScheduleState, Occurrence, DispatchProgress):
+    for model in (ScheduleChange, ScheduleState, Occurrence, DispatchProgress, PendingRuns):
         model.objects.all().delete()
 
 
@@ -477,6 +478,67 @@ def test_due_rows_are_sent_earliest_due_first_in_bounded_batches(lease, clock, b
     assert [(r.sent, r.backlog) for r in reports] == [(2, True), (2, True), (1, False)]
     earliest_first = [_key(tasks[s], base - s * S) for s in (5, 4, 3, 2, 1)]
     assert _keys(_queued(broker, queue)) == earliest_first
+
+
+def _counts(tasks) -> list[tuple[datetime | None, int]]:
+    rows = PeriodicTask.objects.filter(pk__in=[t.pk for t in tasks]).order_by("pk")
+    return list(rows.values_list("last_run_at", "total_run_count"))
+
+
+def test_run_counts_are_kept_off_the_send_path_and_folded_exactly_in_bounded_steps(
+    lease, clock, base, queue, monkeypatch
+):
+    tasks = [_task(f"platform:herd-{n}", queue=queue, every=60, start=base) for n in range(5)]
+    monkeypatch.setattr(engine, "FOLD_LIMIT", 2)  # two task counts per fold transaction
+    dispatcher = Dispatcher(lease, clock=clock, dispatch_batch=2, tick_budget=60)
+    _tick(dispatcher, clock, base - S)
+
+    sending = _tick(dispatcher, clock, base)
+
+    # Three batches, one pending row each, in their own transactions; the first fold
+    # takes the first row (two counts) and says more are left.
+    assert (sending.sent, sending.backlog) == (5, True)
+    assert PendingRuns.objects.count() == 2
+    assert sorted(count for _, count in _counts(tasks)) == [0, 0, 0, 1, 1]
+    while _tick(dispatcher, clock, base + S).backlog:
+        pass
+    assert not PendingRuns.objects.exists()
+    assert _counts(tasks) == [(base, 1)] * 5  # the time sent, one per slot sent
+
+    _tick(dispatcher, clock, base + 60 * S)
+    while _tick(dispatcher, clock, base + 61 * S).backlog:
+        pass
+    assert _counts(tasks) == [(base + 60 * S, 2)] * 5
+
+
+def test_a_fold_counts_each_send_once_takes_each_tasks_latest_time_and_skips_deleted_tasks(
+    dispatcher, lease, base, queue
+):
+    kept, gone = (_task(f"platform:fold-{n}", queue=queue) for n in range(2))
+    PendingRuns.objects.create(task_ids=[kept.pk, gone.pk], runs=[2, 1], sent_at=base + 5 * S)
+    # Rows are folded in the order they were written: the later row's time wins even
+    # when the clock went back between them.
+    PendingRuns.objects.create(task_ids=[kept.pk], runs=[3], sent_at=base)
+    gone.delete()
+
+    assert dispatcher._fold_runs(lease.epoch) is False
+    assert dispatcher._fold_runs(lease.epoch) is False  # nothing left: nothing counted twice
+
+    assert _counts([kept]) == [(base, 5)]
+    assert not PendingRuns.objects.exists()
+
+
+def test_a_deposed_dispatcher_folds_nothing(dispatcher, lease, lease_name, base, queue):
+    task = _task("platform:fold", queue=queue)
+    PendingRuns.objects.create(task_ids=[task.pk], runs=[1], sent_at=base)
+    epoch = lease.epoch
+    SchedulerLease.objects.filter(name=lease_name).update(epoch=epoch + 1)
+
+    with pytest.raises(LeaseLost):
+        dispatcher._fold_runs(epoch)
+
+    assert _counts([task]) == [(None, 0)]
+    assert PendingRuns.objects.count() == 1
 
 
 # --- Catch-up ----------------------------------------------------------------------------
