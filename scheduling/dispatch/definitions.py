@@ -188,7 +188,12 @@ def spec_of(definition: Definition, first_seen: datetime) -> timing.Schedule:
         and definition.clocked is None
     ):
         raise timing.ScheduleError(f"Periodic task {definition.name!r} has no schedule")
-    return _spec(
+    return _spec(*_timing_fields(definition), first_seen)
+
+
+def _timing_fields(definition: Definition) -> tuple:
+    """What a definition's slots follow from, in _spec's order of arguments."""
+    return (
         definition.interval,
         definition.crontab,
         definition.solar,
@@ -196,7 +201,6 @@ def spec_of(definition: Definition, first_seen: datetime) -> timing.Schedule:
         definition.start_time,
         definition.expires,
         definition.one_off,
-        first_seen,
     )
 
 
@@ -244,16 +248,7 @@ PERIODS = frozenset({"days", "hours", "minutes", "seconds", "microseconds"})
 
 def fingerprint(definition: Definition) -> str:
     """Changes when, and only when, the definition's slots could change."""
-    timing_fields = (
-        definition.interval,
-        definition.crontab,
-        definition.solar,
-        definition.clocked,
-        definition.start_time,
-        definition.expires,
-        definition.one_off,
-    )
-    return hashlib.sha256(repr(timing_fields).encode()).hexdigest()[:32]
+    return hashlib.sha256(repr(_timing_fields(definition)).encode()).hexdigest()[:32]
 
 
 def jitter_bound(

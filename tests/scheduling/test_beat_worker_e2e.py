@@ -123,7 +123,9 @@ def test_beat_and_worker_run_each_tenant_in_its_own_schema(e2e_digests, tmp_path
         runs = {slug: _runs(slug) for slug in INTERVALS}
         assert len(runs["e2e-two"]) > len(runs["e2e-three"]) > len(runs["e2e-five"]) >= 2
         for slug, seconds in INTERVALS.items():
-            assert all(run.status == "ok" for run in runs[slug])
+            # Every run succeeded; the latest may still be going when they are read.
+            statuses = [run.status for run in runs[slug]]
+            assert set(statuses[:-1]) <= {"ok"} and statuses[-1] in {"ok", "running"}, statuses
             # The pace is the nominal one: each run is one slot of the tenant's grid, and
             # slots are whole intervals apart. (Start times may come closer than that: a
             # first message that waited for the worker to boot is followed by an on-time one.)
