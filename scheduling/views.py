@@ -124,12 +124,18 @@ def sync_schedule_pause(request: HttpRequest) -> HttpResponse:
     elif not form.is_valid():
         initial = SyncSettingsForm.initial_for(request.tenant)
         return _settings_page(request, form=SyncSettingsForm(initial=initial), pause_form=form)
-    elif schedule_pause(task, note=form.cleaned_data["note"]):
-        messages.success(
-            request, "Sync schedule paused. No scheduled sync runs until you resume it."
-        )
     else:
-        messages.info(request, "The sync schedule was paused already.")
+        try:
+            paused = schedule_pause(task, note=form.cleaned_data["note"])
+        except ValidationError:  # deleted since it was read: reconcile puts it back
+            messages.error(request, f"Not paused: {SYNC_TASK_MISSING}")
+        else:
+            if paused:
+                messages.success(
+                    request, "Sync schedule paused. No scheduled sync runs until you resume it."
+                )
+            else:
+                messages.info(request, "The sync schedule was paused already.")
     return redirect("sync_settings")
 
 
@@ -137,9 +143,13 @@ def sync_schedule_pause(request: HttpRequest) -> HttpResponse:
 @require_POST
 def sync_schedule_resume(request: HttpRequest) -> HttpResponse:
     task = tenant_sync_task(tenant=request.tenant)
+    try:
+        resumed = task is not None and schedule_resume(task)
+    except ValidationError:  # deleted since it was read
+        task = None
     if task is None:
         messages.error(request, f"Not resumed: {SYNC_TASK_MISSING}")
-    elif schedule_resume(task):
+    elif resumed:
         messages.success(
             request, f"Sync schedule resumed. Next sync: {_next_sync_text(request.tenant)}"
         )

@@ -162,16 +162,6 @@ class ScheduleStateInline(admin.StackedInline):
     can_delete = False
     max_num = 1
     verbose_name = verbose_name_plural = "scheduler policy and state"
-    fields = (
-        *POLICY_FIELDS,
-        "paused",
-        "first_seen_at",
-        "active",
-        "next_slot_at",
-        "due_at",
-        "last_slot_at",
-        "history",
-    )
     readonly_fields = (
         "paused",
         "first_seen_at",
@@ -181,6 +171,7 @@ class ScheduleStateInline(admin.StackedInline):
         "last_slot_at",
         "history",
     )
+    fields = (*POLICY_FIELDS, *readonly_fields)
 
     @admin.display(description="paused")
     def paused(self, state: ScheduleState) -> str:
@@ -274,16 +265,17 @@ class PlatformPeriodicTaskAdmin(AuditedPeriodicTaskAdmin):
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             }
             return TemplateResponse(request, self.pause_template, context)
-        paused = [task for task in tasks if schedule_pause(task, note=form.cleaned_data["note"])]
-        self._report(request, len(paused), len(tasks), done="paused", already="paused already")
+        note = form.cleaned_data["note"]
+        paused, selected = self._each(request, tasks, lambda task: schedule_pause(task, note=note))
+        self._report(request, paused, selected, done="paused", already="paused already")
         return None
 
     @admin.action(description="Resume selected tasks (lift their pause)")
     def resume_tasks(self, request, queryset):
         tasks = self._action_tasks(request, queryset)
         if tasks is not None:
-            resumed = [task for task in tasks if schedule_resume(task)]
-            self._report(request, len(resumed), len(tasks), done="resumed", already="not paused")
+            resumed, selected = self._each(request, tasks, schedule_resume)
+            self._report(request, resumed, selected, done="resumed", already="not paused")
 
     def _action_tasks(self, request, queryset) -> list[PeriodicTask] | None:
         tasks = list(queryset.order_by("name")[: PAUSE_ACTION_MAX + 1])
@@ -295,6 +287,19 @@ class PlatformPeriodicTaskAdmin(AuditedPeriodicTaskAdmin):
             )
             return None
         return tasks
+
+    def _each(self, request, tasks: list[PeriodicTask], change) -> tuple[int, int]:
+        """Apply `change` to each task; (how many it changed, how many still existed). A
+        task deleted since the list was shown is reported, and the others are changed."""
+        changed = existing = 0
+        for task in tasks:
+            try:
+                changed += bool(change(task))
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.WARNING)
+                continue
+            existing += 1
+        return changed, existing
 
     def _report(self, request, changed: int, selected: int, *, done: str, already: str) -> None:
         if changed:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -398,6 +399,29 @@ def test_the_pause_action_asks_for_a_note_then_pauses_every_selected_task(
     ]
     listed = operator_client.get(TASKS_URL).content.decode()
     assert listed.count("Provider outage") == 2  # the paused column
+
+
+def test_a_task_deleted_while_the_action_runs_is_reported_and_the_others_paused(
+    tenant_a, tenant_b, operator_client, monkeypatch
+):
+    acme, globex = _sync_task("acme"), _sync_task("globex")
+    gone = PeriodicTask.objects.get(pk=globex.pk)
+    gone.delete()  # after the action read its selection, before it got to this task
+    monkeypatch.setattr(
+        platform_admin.PlatformPeriodicTaskAdmin,
+        "_action_tasks",
+        lambda self, request, queryset: [acme, gone],
+    )
+
+    done = _action(operator_client, "pause_tasks", [acme], apply="yes", note="Outage")
+
+    assert done.status_code == 302
+    shown = [str(m) for m in get_messages(done.wsgi_request)]
+    assert shown == [
+        "The periodic task 'tenant:globex:sync' no longer exists.",
+        "1 task(s) paused.",
+    ]
+    assert schedule_pause_get(periodic_task_id=acme.pk).note == "Outage"
 
 
 @pytest.mark.parametrize("note", ["", "   ", "x" * 501])

@@ -14,7 +14,7 @@ from scheduling.audit.models import Action, AuditEvent
 from scheduling.jobs import CLEANUP
 from scheduling.platform.models import Occurrence, ScheduleState
 from scheduling.platform.policies import schedule_pause, schedule_pause_get
-from scheduling.views import OCCURRENCES_PER_PAGE
+from scheduling.views import OCCURRENCES_PER_PAGE, SYNC_TASK_MISSING
 from tenants.services import tenant_pause
 from tests.conftest import logged_in, site_client
 from tests.scheduling.sync_pages import csrf_logged_in, shown_messages, text
@@ -393,6 +393,21 @@ def test_resuming_a_schedule_that_is_not_paused_says_so(tenant_a, admin_a):
     response = logged_in(tenant_a, admin_a).post(RESUME, follow=True)
 
     assert shown_messages(response) == ["The sync schedule was not paused."]
+
+
+@pytest.mark.parametrize(("url", "verb"), [(PAUSE, "paused"), (RESUME, "resumed")])
+def test_a_sync_task_deleted_while_the_request_runs_is_explained(
+    tenant_a, admin_a, monkeypatch, url, verb
+):
+    stale = _task("acme")
+    stale.delete()  # by an operator, after the view found the task and before it acts
+    monkeypatch.setattr("scheduling.views.tenant_sync_task", lambda tenant: stale)
+
+    response = logged_in(tenant_a, admin_a).post(url, {"note": "outage"}, follow=True)
+
+    assert response.redirect_chain == [(SETTINGS, 302)]
+    assert shown_messages(response) == [f"Not {verb}: {SYNC_TASK_MISSING}"]
+    assert not ScheduleState.objects.filter(pk=stale.pk).exists()
 
 
 def test_pausing_twice_says_it_was_paused_already(tenant_a, admin_a):
